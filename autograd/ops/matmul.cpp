@@ -1,0 +1,171 @@
+// Matrix products through BLAS (sgemm / dgemm). Views whose last two dims are a transposed
+// contiguous matrix are passed to BLAS with a transpose flag instead of being copied.
+#include <cblas.h>
+
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+
+namespace ng {
+
+namespace {
+
+// How a 2-d matrix view is handed to BLAS: pointer offset, leading dimension, transposed?
+struct BlasMat {
+  bool trans;
+  std::int64_t ld;
+};
+
+// rows x cols matrix with element strides (rs, cs): usable directly if one stride is 1.
+bool blas_layout(std::int64_t rows, std::int64_t cols, std::int64_t rs, std::int64_t cs, BlasMat& m) {
+  if (cs == 1 && (rows == 1 || rs >= std::max<std::int64_t>(cols, 1))) {
+    m = {false, rows == 1 ? std::max<std::int64_t>(cols, 1) : rs};
+    return true;
+  }
+  if (rs == 1 && (cols == 1 || cs >= std::max<std::int64_t>(rows, 1))) {
+    m = {true, cols == 1 ? std::max<std::int64_t>(rows, 1) : cs};
+    return true;
+  }
+  return false;
+}
+
+template <class T>
+void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
+          const T* B, std::int64_t ldb, T* C, std::int64_t ldc) {
+  const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+  const auto m = static_cast<blasint>(M), n = static_cast<blasint>(N), k = static_cast<blasint>(K);
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, 1.0f, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), 0.0f,
+                C, static_cast<blasint>(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, 1.0, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), 0.0, C,
+                static_cast<blasint>(ldc));
+}
+
+// (..., n, k) x (..., k, m) -> (..., n, m) for operands of rank >= 2, batch dims broadcast.
+Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
+  const auto n = a_in.size(-2), k = a_in.size(-1), k2 = b_in.size(-2), m = b_in.size(-1);
+  if (k != k2)
+    fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a_in.shape(), b_in.shape(),
+                     k, k2);
+  if (a_in.dtype() != b_in.dtype())
+    fail<DTypeError>("matmul: dtypes differ: {} vs {}", a_in.dtype(), b_in.dtype());
+  // Batch shape = broadcast of the leading dims.
+  const Shape ba(a_in.shape().begin(), a_in.shape().end() - 2), bb(b_in.shape().begin(), b_in.shape().end() - 2);
+  const Shape batch = broadcast_shapes(ba, bb, "matmul");
+  Shape out_shape = batch;
+  out_shape.push_back(n);
+  out_shape.push_back(m);
+  Tensor out = empty(out_shape, a_in.dtype());
+
+  dispatch_float(a_in.dtype(), "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    if (out.numel() == 0) return;
+    if (k == 0) {
+      std::fill(out.data<T>(), out.data<T>() + out.numel(), T(0));
+      return;
+    }
+    Tensor a = a_in, b = b_in;
+    std::int64_t rows = n;
+    std::int64_t nbatch = batch.numel();
+    // A contiguous batched a times a plain matrix b: fold the batch into the rows (one GEMM).
+    if (b.dim() == 2 && a.dim() > 2 && a.is_contiguous()) {
+      rows = n * nbatch;
+      nbatch = 1;
+    }
+    // Expand both to the full batch, view the matrices, copy only if BLAS cannot take them.
+    auto prep = [&](Tensor t, std::int64_t r, std::int64_t c, BlasMat& bm) {
+      if (!blas_layout(r, c, t.strides()[static_cast<std::size_t>(t.dim() - 2)], t.strides().back(), bm)) {
+        t = t.detach().contiguous();
+        blas_layout(r, c, c, 1, bm);
+      }
+      return t;
+    };
+    BlasMat ma{}, mb{};
+    if (nbatch == 1 && rows != n) {  // folded
+      Tensor ad = a.detach();
+      BlasMat tmp{false, k};
+      ma = tmp;
+      b = prep(b.detach(), k, m, mb);
+      gemm<T>(ma.trans, mb.trans, rows, m, k, ad.data<T>(), ma.ld, b.data<T>(), mb.ld, out.data<T>(), m);
+      return;
+    }
+    Shape fa = batch, fb = batch;
+    fa.push_back(n), fa.push_back(k);
+    fb.push_back(k), fb.push_back(m);
+    Tensor ae = a.detach(), be = b.detach();
+    ae = make_view(ae, fa, detail::broadcast_strides(ae, fa), ae.offset());
+    be = make_view(be, fb, detail::broadcast_strides(be, fb), be.offset());
+    ae = prep(ae, n, k, ma);
+    be = prep(be, k, m, mb);
+    // Offsets of each batch matrix (batch dims may be strided or broadcast with stride 0).
+    const Shape bshape = batch;
+    Strides sa(ae.strides().begin(), ae.strides().end() - 2), sb(be.strides().begin(), be.strides().end() - 2);
+    const T* pa = ae.data<T>();
+    const T* pb = be.data<T>();
+    T* po = out.data<T>();
+    if (bshape.ndim() == 0) {
+      gemm<T>(ma.trans, mb.trans, n, m, k, pa, ma.ld, pb, mb.ld, po, m);
+      return;
+    }
+    std::vector<std::int64_t> idx(bshape.size(), 0);
+    for (std::int64_t bi = 0; bi < nbatch; ++bi) {
+      std::int64_t oa = 0, ob = 0;
+      for (std::size_t d = 0; d < bshape.size(); ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
+      gemm<T>(ma.trans, mb.trans, n, m, k, pa + oa, ma.ld, pb + ob, mb.ld, po + bi * n * m, m);
+      for (int d = bshape.ndim() - 1; d >= 0; --d) {
+        if (++idx[static_cast<std::size_t>(d)] < bshape[static_cast<std::size_t>(d)]) break;
+        idx[static_cast<std::size_t>(d)] = 0;
+      }
+    }
+  });
+  // d(AB)/dA = G B^T,  d(AB)/dB = A^T G  (summed over broadcast batch dims)
+  return record("matmul", {a_in, b_in}, out, [a_in, b_in](BackwardContext&, const Tensor& g) -> Grads {
+    Tensor ga, gb;
+    if (a_in.requires_grad()) ga = sum_to(matmul_nd(g, transpose(b_in, -1, -2)), a_in.shape());
+    if (b_in.requires_grad()) gb = sum_to(matmul_nd(transpose(a_in, -1, -2), g), b_in.shape());
+    return {ga, gb};
+  });
+}
+
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (a.dim() == 0 || b.dim() == 0)
+    fail<ShapeError>("matmul: both operands need at least 1 dim, got {} and {}", a.shape(), b.shape());
+  // 1-d operands become a row (left) or column (right) vector, as in NumPy/PyTorch.
+  if (a.dim() == 1 && b.dim() == 1) {
+    if (a.size(0) != b.size(0))
+      fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a.shape(), b.shape(),
+                       a.size(0), b.size(0));
+    return reshape(matmul_nd(unsqueeze(a, 0), unsqueeze(b, 1)), Shape{});
+  }
+  if (a.dim() == 1) {
+    if (a.size(0) != b.size(-2))
+      fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a.shape(), b.shape(),
+                       a.size(0), b.size(-2));
+    return squeeze(matmul_nd(unsqueeze(a, 0), b), -2);
+  }
+  if (b.dim() == 1) {
+    if (a.size(-1) != b.size(0))
+      fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a.shape(), b.shape(),
+                       a.size(-1), b.size(0));
+    return squeeze(matmul_nd(a, unsqueeze(b, 1)), -1);
+  }
+  return matmul_nd(a, b);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (weight.dim() != 2) fail<ShapeError>("linear: weight must be 2-d (out, in), got {}", weight.shape());
+  if (x.dim() == 0 || x.size(-1) != weight.size(1))
+    fail<ShapeError>("linear: input {} has {} features, weight {} expects {}", x.shape(), x.dim() ? x.size(-1) : 0,
+                     weight.shape(), weight.size(1));
+  Tensor y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
+  if (bias.defined()) {
+    if (bias.dim() != 1 || bias.size(0) != weight.size(0))
+      fail<ShapeError>("linear: bias {} does not match weight {}", bias.shape(), weight.shape());
+    y = add(y, bias);
+  }
+  return y;
+}
+
+}  // namespace ng

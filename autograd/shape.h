@@ -1,0 +1,66 @@
+// Shapes and strides (row-major), broadcasting rules, and axis normalization.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "autograd/error.h"
+
+namespace ng {
+
+// A shape is a list of non-negative sizes; a 0-d tensor (a scalar) has the empty shape [].
+class Shape {
+ public:
+  Shape() = default;
+  Shape(std::initializer_list<std::int64_t> d) : d_(d) {}
+  explicit Shape(std::vector<std::int64_t> d) : d_(std::move(d)) {}
+  template <class It> Shape(It b, It e) : d_(b, e) {}
+
+  std::size_t size() const { return d_.size(); }
+  int ndim() const { return static_cast<int>(d_.size()); }
+  std::int64_t operator[](std::size_t i) const { return d_[i]; }
+  std::int64_t& operator[](std::size_t i) { return d_[i]; }
+  std::int64_t back() const { return d_.back(); }
+  auto begin() const { return d_.begin(); }
+  auto end() const { return d_.end(); }
+  void push_back(std::int64_t v) { d_.push_back(v); }
+  void insert(std::size_t pos, std::int64_t v) { d_.insert(d_.begin() + static_cast<std::ptrdiff_t>(pos), v); }
+  void erase(std::size_t pos) { d_.erase(d_.begin() + static_cast<std::ptrdiff_t>(pos)); }
+  const std::vector<std::int64_t>& vec() const { return d_; }
+  bool operator==(const Shape& o) const = default;
+
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (auto v : d_) n *= v;
+    return n;
+  }
+
+ private:
+  std::vector<std::int64_t> d_;
+};
+
+using Strides = std::vector<std::int64_t>;
+
+// Row-major (C-contiguous) strides of a shape, in elements.
+Strides contiguous_strides(const Shape& s);
+
+// NumPy broadcasting: align trailing dims; sizes must be equal or 1. Throws ShapeError naming op.
+Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
+
+// Normalize a possibly negative axis into [0, ndim). Throws IndexError naming op.
+int normalize_axis(std::int64_t axis, int ndim, const char* op);
+
+// Normalize a list of axes (empty list = all axes), sorted and unique.
+std::vector<int> normalize_axes(const std::vector<std::int64_t>& axes, int ndim, const char* op);
+
+}  // namespace ng
+
+// fmt::print("{}", shape) prints [2, 3, 4].
+template <> struct fmt::formatter<ng::Shape> {
+  constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
+  auto format(const ng::Shape& s, format_context& ctx) const {
+    return fmt::format_to(ctx.out(), "[{}]", fmt::join(s.vec(), ", "));
+  }
+};

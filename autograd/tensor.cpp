@@ -1,0 +1,421 @@
+#include "autograd/tensor.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+#include "autograd/random.h"
+#include "autograd/tape.h"
+
+namespace ng {
+
+namespace {
+std::atomic<std::int64_t> g_live_storages{0};
+constexpr std::size_t kAlign = 64;  // cache line; lets the compiler use aligned vector loads
+}  // namespace
+
+std::int64_t live_storage_count() { return g_live_storages.load(); }
+
+Storage::Storage(std::size_t n) : nbytes(n) {
+  const std::size_t rounded = (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign;
+  data = std::aligned_alloc(kAlign, rounded);
+  if (!data) fail<Error>("out of memory allocating {} bytes", n);
+  ++g_live_storages;
+}
+Storage::~Storage() {
+  std::free(data);
+  --g_live_storages;
+}
+
+TensorImpl& Tensor::impl() const {
+  if (!impl_) fail<Error>("Tensor: operation on an undefined tensor");
+  return *impl_;
+}
+
+void Tensor::check_dtype_(DType d) const {
+  if (impl().dtype != d)
+    fail<DTypeError>("Tensor::data: requested {} but the tensor is {}", dtype_name(d), dtype_name(dtype()));
+}
+
+std::int64_t Tensor::size(std::int64_t axis) const {
+  return shape()[static_cast<std::size_t>(normalize_axis(axis, dim(), "Tensor::size"))];
+}
+
+bool Tensor::is_contiguous() const {
+  const auto& s = shape();
+  const auto& st = strides();
+  std::int64_t expect = 1;
+  for (int i = s.ndim() - 1; i >= 0; --i) {
+    const auto iu = static_cast<std::size_t>(i);
+    if (s[iu] != 1 && st[iu] != expect) return false;
+    expect *= s[iu];
+  }
+  return true;
+}
+
+double Tensor::item() const {
+  if (numel() != 1)
+    fail<ValueError>("item: only one-element tensors can be converted to a number, got shape {}", shape());
+  return dispatch_all(dtype(), [&](auto tag) -> double {
+    using T = decltype(tag);
+    return static_cast<double>(*data<T>());
+  });
+}
+
+double Tensor::at(const std::vector<std::int64_t>& index) const {
+  if (static_cast<int>(index.size()) != dim())
+    fail<IndexError>("at: {} indices for a {}-d tensor of shape {}", index.size(), dim(), shape());
+  std::int64_t off = 0;
+  for (std::size_t i = 0; i < index.size(); ++i) {
+    std::int64_t k = index[i] < 0 ? index[i] + shape()[i] : index[i];
+    if (k < 0 || k >= shape()[i])
+      fail<IndexError>("at: index {} out of range for dim {} of size {}", index[i], i, shape()[i]);
+    off += k * strides()[i];
+  }
+  return dispatch_all(dtype(), [&](auto tag) -> double {
+    using T = decltype(tag);
+    return static_cast<double>(data<T>()[off]);
+  });
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> out(static_cast<std::size_t>(numel()));
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    detail::unary_map<T>(*this, out.data(), [](T v) { return static_cast<double>(v); });
+  });
+  return out;
+}
+
+Tensor& Tensor::requires_grad_(bool on) {
+  if (on && !is_floating(dtype()))
+    fail<DTypeError>("requires_grad_: only floating tensors can require gradients, got {}", dtype());
+  if (!on && !is_leaf())
+    fail<AutogradError>("requires_grad_: cannot turn off requires_grad of a non-leaf (op '{}'); use detach()",
+                        grad_fn()->op);
+  impl().requires_grad = on;
+  return *this;
+}
+
+void Tensor::set_grad(const Tensor& g) {
+  if (g.defined() && (g.shape() != shape() || g.dtype() != dtype()))
+    fail<ShapeError>("set_grad: gradient {} {} does not match tensor {} {}", g.shape(), g.dtype(), shape(),
+                     dtype());
+  impl().grad = g.impl_ptr();
+}
+
+void Tensor::backward(const Tensor& g, bool retain_graph, bool create_graph) const {
+  ng::backward(*this, g, BackwardOptions{retain_graph, create_graph});
+}
+
+Tensor make_view(const Tensor& t, const Shape& s, const Strides& st, std::int64_t offset) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl().storage;
+  impl->offset = offset;
+  impl->shape = s;
+  impl->strides = st;
+  impl->dtype = t.dtype();
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::detach() const { return make_view(*this, shape(), strides(), offset()); }
+
+Tensor Tensor::clone() const {
+  Tensor out = empty(shape(), dtype());
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    detail::copy_to_contiguous<T>(*this, out.data<T>());
+  });
+  return record("clone", {*this}, out, [](BackwardContext&, const Tensor& g) -> Grads { return {g}; });
+}
+
+Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
+
+Tensor Tensor::to(DType d) const { return d == dtype() ? *this : cast(*this, d); }
+
+Tensor cast(const Tensor& a, DType d) {
+  if (a.requires_grad() && grad_enabled() && !is_floating(d))
+    fail<DTypeError>("to: cannot cast a tensor that requires grad to {}", d);
+  Tensor out = empty(a.shape(), d);
+  dispatch_all(a.dtype(), [&](auto ta) {
+    using A = decltype(ta);
+    dispatch_all(d, [&](auto tb) {
+      using B = decltype(tb);
+      detail::unary_map<A>(a, out.data<B>(), [](A v) { return static_cast<B>(v); });
+    });
+  });
+  const DType from = a.dtype();
+  return record("to", {a}, out, [from](BackwardContext&, const Tensor& g) -> Grads { return {cast(g, from)}; });
+}
+
+// -- in-place updates ----------------------------------------------------------------------
+namespace {
+void check_inplace(const Tensor& t, const char* op) {
+  if (grad_enabled() && t.requires_grad())
+    fail<AutogradError>("{}: in-place update of a tensor that requires grad while recording; wrap it in "
+                        "NoGradGuard (as optimizers do)",
+                        op);
+}
+}  // namespace
+
+Tensor& Tensor::fill_(double v) {
+  check_inplace(*this, "fill_");
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* p = data<T>();
+    if (is_contiguous()) {
+      std::fill(p, p + numel(), static_cast<T>(v));
+    } else {
+      Strides st = strides();
+      detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
+        const std::int64_t s = dim() ? st.back() : 1;
+        for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = static_cast<T>(v);
+      });
+    }
+  });
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  check_inplace(*this, "copy_");
+  if (src.shape() != shape())
+    fail<ShapeError>("copy_: source shape {} differs from destination {}", src.shape(), shape());
+  if (!is_contiguous()) fail<ValueError>("copy_: destination must be contiguous, got strides [{}]", fmt::join(strides(), ", "));
+  Tensor s = src.dtype() == dtype() ? src : src.detach().to(dtype());
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    detail::copy_to_contiguous<T>(s, data<T>());
+  });
+  return *this;
+}
+
+Tensor& Tensor::add_(const Tensor& o, double alpha) {
+  check_inplace(*this, "add_");
+  if (o.shape() != shape() || o.dtype() != dtype())
+    fail<ShapeError>("add_: {} {} cannot be added in place to {} {}", o.shape(), o.dtype(), shape(), dtype());
+  if (!is_contiguous()) fail<ValueError>("add_: destination must be contiguous");
+  dispatch_float(dtype(), "add_", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = data<T>();
+    const T al = static_cast<T>(alpha);
+    if (o.is_contiguous()) {
+      const T* q = o.data<T>();
+      const std::int64_t n = numel();
+      for (std::int64_t i = 0; i < n; ++i) p[i] += al * q[i];
+    } else {
+      Tensor oc = o.detach().contiguous();
+      const T* q = oc.data<T>();
+      for (std::int64_t i = 0; i < numel(); ++i) p[i] += al * q[i];
+    }
+  });
+  return *this;
+}
+
+Tensor& Tensor::mul_(double s) {
+  check_inplace(*this, "mul_");
+  if (!is_contiguous()) fail<ValueError>("mul_: destination must be contiguous");
+  dispatch_float(dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = data<T>();
+    const T sv = static_cast<T>(s);
+    for (std::int64_t i = 0; i < numel(); ++i) p[i] *= sv;
+  });
+  return *this;
+}
+
+// -- method forwards ------------------------------------------------------------------------
+Tensor Tensor::reshape(const Shape& s) const { return ng::reshape(*this, s); }
+Tensor Tensor::view(const Shape& s) const { return ng::view(*this, s); }
+Tensor Tensor::flatten(std::int64_t s, std::int64_t e) const { return ng::flatten(*this, s, e); }
+Tensor Tensor::transpose(std::int64_t a, std::int64_t b) const { return ng::transpose(*this, a, b); }
+Tensor Tensor::t() const {
+  if (dim() != 2) fail<ShapeError>("t: expected a 2-d tensor, got shape {}", shape());
+  return ng::transpose(*this, 0, 1);
+}
+Tensor Tensor::permute(const std::vector<std::int64_t>& o) const { return ng::permute(*this, o); }
+Tensor Tensor::unsqueeze(std::int64_t a) const { return ng::unsqueeze(*this, a); }
+Tensor Tensor::squeeze(std::int64_t a) const { return ng::squeeze(*this, a); }
+Tensor Tensor::expand(const Shape& s) const { return ng::expand(*this, s); }
+Tensor Tensor::sum(const std::vector<std::int64_t>& a, bool k) const { return ng::sum(*this, a, k); }
+Tensor Tensor::mean(const std::vector<std::int64_t>& a, bool k) const { return ng::mean(*this, a, k); }
+Tensor Tensor::pow(double p) const { return ng::pow(*this, p); }
+Tensor Tensor::exp() const { return ng::exp(*this); }
+Tensor Tensor::log() const { return ng::log(*this); }
+Tensor Tensor::sqrt() const { return ng::sqrt(*this); }
+Tensor Tensor::abs() const { return ng::abs(*this); }
+Tensor Tensor::matmul(const Tensor& o) const { return ng::matmul(*this, o); }
+
+// -- factories ------------------------------------------------------------------------------
+Tensor empty(const Shape& s, DType d) {
+  for (auto v : s)
+    if (v < 0) fail<ShapeError>("empty: negative size in shape {}", s);
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
+  impl->shape = s;
+  impl->strides = contiguous_strides(s);
+  impl->dtype = d;
+  return Tensor(std::move(impl));
+}
+
+Tensor full(const Shape& s, double value, DType d) {
+  Tensor t = empty(s, d);
+  dispatch_all(d, [&](auto tag) {
+    using T = decltype(tag);
+    std::fill(t.data<T>(), t.data<T>() + t.numel(), static_cast<T>(value));
+  });
+  return t;
+}
+Tensor zeros(const Shape& s, DType d) {
+  Tensor t = empty(s, d);
+  std::memset(t.impl().storage->data, 0, t.impl().storage->nbytes);
+  return t;
+}
+Tensor ones(const Shape& s, DType d) { return full(s, 1.0, d); }
+Tensor scalar(double value, DType d) { return full(Shape{}, value, d); }
+
+Tensor arange(double start, double end, double step, DType d) {
+  if (step == 0.0) fail<ValueError>("arange: step must be nonzero");
+  const double n = std::ceil((end - start) / step);
+  const auto count = static_cast<std::int64_t>(std::max(0.0, n));
+  Tensor t = empty(Shape{count}, d);
+  dispatch_all(d, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0; i < count; ++i) p[i] = static_cast<T>(start + static_cast<double>(i) * step);
+  });
+  return t;
+}
+Tensor arange(std::int64_t n, DType d) { return arange(0.0, static_cast<double>(n), 1.0, d); }
+
+namespace {
+template <class V>
+Tensor from_values(const std::vector<V>& values, const Shape& s, DType d) {
+  if (static_cast<std::int64_t>(values.size()) != s.numel())
+    fail<ShapeError>("from_vector: {} values cannot fill shape {} ({} elements)", values.size(), s, s.numel());
+  Tensor t = empty(s, d);
+  dispatch_all(d, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+  });
+  return t;
+}
+}  // namespace
+
+Tensor from_vector(const std::vector<double>& v, const Shape& s, DType d) { return from_values(v, s, d); }
+Tensor from_vector(const std::vector<float>& v, const Shape& s) { return from_values(v, s, DType::f32); }
+Tensor from_vector(const std::vector<std::int64_t>& v, const Shape& s) { return from_values(v, s, DType::i64); }
+Tensor tensor(std::initializer_list<double> v, const Shape& s, DType d) {
+  return from_values(std::vector<double>(v), s, d);
+}
+Tensor empty_like(const Tensor& t) { return empty(t.shape(), t.dtype()); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), t.dtype()); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), t.dtype()); }
+Tensor full_like(const Tensor& t, double v) { return full(t.shape(), v, t.dtype()); }
+
+namespace {
+template <class G>
+Tensor random_fill(const Shape& s, DType d, Generator* gen, G draw) {
+  if (!is_floating(d)) fail<DTypeError>("random: expected a floating dtype, got {}", d);
+  Generator& g = gen ? *gen : default_generator();
+  Tensor t = empty(s, d);
+  dispatch_float(d, "random", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = static_cast<T>(draw(g));
+  });
+  return t;
+}
+}  // namespace
+
+Tensor rand(const Shape& s, DType d, Generator* gen) {
+  return random_fill(s, d, gen, [](Generator& g) { return g.uniform(); });
+}
+Tensor randn(const Shape& s, DType d, Generator* gen) {
+  return random_fill(s, d, gen, [](Generator& g) { return g.normal(); });
+}
+Tensor uniform(const Shape& s, double lo, double hi, DType d, Generator* gen) {
+  if (!(hi >= lo)) fail<ValueError>("uniform: expected lo <= hi, got {} and {}", lo, hi);
+  return random_fill(s, d, gen, [=](Generator& g) { return g.uniform(lo, hi); });
+}
+Tensor normal(const Shape& s, double m, double sd, DType d, Generator* gen) {
+  if (!(sd >= 0)) fail<ValueError>("normal: expected stddev >= 0, got {}", sd);
+  return random_fill(s, d, gen, [=](Generator& g) { return m + sd * g.normal(); });
+}
+Tensor randint(const Shape& s, std::int64_t lo, std::int64_t hi, Generator* gen) {
+  Generator& g = gen ? *gen : default_generator();
+  Tensor t = empty(s, DType::i64);
+  auto* p = t.data<std::int64_t>();
+  for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = g.randint(lo, hi);
+  return t;
+}
+
+}  // namespace ng
+
+// -- printing ------------------------------------------------------------------------------
+namespace {
+// Prints one dimension of a tensor recursively, eliding the middle of long dims with "...".
+struct Printer {
+  const ng::Tensor& t;
+  bool summarize;
+  int width;
+  int precision;
+  bool integral;
+  std::string out;
+  static constexpr std::int64_t kEdge = 3;
+
+  std::string num(double v) const {
+    if (integral) return fmt::format("{:>{}}", static_cast<long long>(v), width);
+    return fmt::format("{:>{}.{}f}", v, width, precision);
+  }
+  void rec(std::vector<std::int64_t>& idx, int d, int indent) {
+    const auto n = t.shape()[static_cast<std::size_t>(d)];
+    const bool last = d == t.dim() - 1;
+    out += '[';
+    for (std::int64_t i = 0; i < n; ++i) {
+      if (summarize && n > 2 * kEdge && i == kEdge) {
+        out += last ? "..., " : fmt::format("...,\n{:{}}", "", indent + 1);
+        i = n - kEdge - 1;
+        continue;
+      }
+      idx[static_cast<std::size_t>(d)] = i;
+      if (last) {
+        out += num(t.at(idx));
+      } else {
+        rec(idx, d + 1, indent + 1);
+      }
+      if (i + 1 < n) out += last ? ", " : fmt::format(",\n{:{}}", "", indent + 1);
+    }
+    out += ']';
+  }
+};
+}  // namespace
+
+fmt::format_context::iterator fmt::formatter<ng::Tensor>::format(const ng::Tensor& t, format_context& ctx) const {
+  if (!t.defined()) return fmt::format_to(ctx.out(), "tensor(undefined)");
+  std::string tail = fmt::format("shape={}, dtype={}", t.shape(), t.dtype());
+  if (t.grad_fn()) tail += fmt::format(", grad_fn={}", t.grad_fn()->op);
+  else if (t.requires_grad()) tail += ", requires_grad=true";
+  if (summary_only) return fmt::format_to(ctx.out(), "tensor({})", tail);
+  const bool integral = t.dtype() == ng::DType::i64;
+  Printer p{t, t.numel() > 1000, 0, 4, integral, {}};
+  if (t.dim() == 0) {
+    p.out = integral ? fmt::format("{}", static_cast<long long>(t.item())) : fmt::format("{:.4f}", t.item());
+  } else if (t.numel() == 0) {
+    p.out = "[]";
+  } else {
+    // Width: the widest printed element (scan at most the first 10k elements).
+    const auto vals = t.to_vector();
+    std::size_t w = 1;
+    for (std::size_t i = 0; i < std::min<std::size_t>(vals.size(), 10000); ++i)
+      w = std::max(w, (integral ? fmt::format("{}", static_cast<long long>(vals[i])) : fmt::format("{:.4f}", vals[i])).size());
+    p.width = static_cast<int>(w);
+    std::vector<std::int64_t> idx(static_cast<std::size_t>(t.dim()), 0);
+    p.rec(idx, 0, 7);
+  }
+  return fmt::format_to(ctx.out(), "tensor({},\n       {})", p.out, tail);
+}
