@@ -1,0 +1,200 @@
+#include "layers/module.h"
+
+#include <algorithm>
+#include <set>
+
+namespace ng::nn {
+
+Tensor Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
+  for (auto& [n, p] : params_)
+    if (n == name) fail<ValueError>("{}: parameter '{}' registered twice", type_name(), name);
+  if (t.defined()) t.requires_grad_(requires_grad);
+  params_.emplace_back(name, t);
+  return t;
+}
+
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  for (auto& [n, b] : buffers_)
+    if (n == name) fail<ValueError>("{}: buffer '{}' registered twice", type_name(), name);
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
+void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
+  if (!m) fail<ValueError>("{}: child module '{}' is null", type_name(), name);
+  children_.emplace_back(name, std::move(m));
+}
+
+void Module::replace_tensor(const std::string& name, Tensor t) {
+  for (auto* list : {&params_, &buffers_})
+    for (auto& [n, v] : *list)
+      if (n == name) {
+        v = t;
+        return;
+      }
+  fail<ValueError>("{}: no parameter or buffer named '{}'", type_name(), name);
+}
+
+NamedTensors Module::named_parameters(bool recurse) const {
+  NamedTensors out;
+  for (const auto& [n, p] : params_)
+    if (p.defined()) out.emplace_back(n, p);
+  if (recurse)
+    for (const auto& [cn, c] : children_)
+      for (auto& [n, p] : c->named_parameters(true)) out.emplace_back(cn + "." + n, p);
+  return out;
+}
+
+std::vector<Tensor> Module::parameters(bool recurse) const {
+  std::vector<Tensor> out;
+  for (auto& [n, p] : named_parameters(recurse)) out.push_back(p);
+  return out;
+}
+
+NamedTensors Module::named_buffers(bool recurse) const {
+  NamedTensors out;
+  for (const auto& [n, b] : buffers_)
+    if (b.defined()) out.emplace_back(n, b);
+  if (recurse)
+    for (const auto& [cn, c] : children_)
+      for (auto& [n, b] : c->named_buffers(true)) out.emplace_back(cn + "." + n, b);
+  return out;
+}
+
+std::vector<Tensor> Module::buffers(bool recurse) const {
+  std::vector<Tensor> out;
+  for (auto& [n, b] : named_buffers(recurse)) out.push_back(b);
+  return out;
+}
+
+std::vector<std::pair<std::string, Module*>> Module::named_modules() {
+  std::vector<std::pair<std::string, Module*>> out{{"", this}};
+  for (auto& [cn, c] : children_)
+    for (auto& [n, m] : c->named_modules()) out.emplace_back(n.empty() ? cn : cn + "." + n, m);
+  return out;
+}
+
+NamedTensors Module::state_dict() const {
+  // PyTorch order: for each module (pre-order), its parameters then its buffers.
+  NamedTensors out;
+  for (const auto& [n, p] : params_)
+    if (p.defined()) out.emplace_back(n, p);
+  for (const auto& [n, b] : buffers_)
+    if (b.defined()) out.emplace_back(n, b);
+  for (const auto& [cn, c] : children_)
+    for (auto& [n, t] : c->state_dict()) out.emplace_back(cn + "." + n, t);
+  return out;
+}
+
+void Module::load_state_dict(const NamedTensors& sd, bool strict) {
+  auto mine = state_dict();
+  std::vector<std::string> problems;
+  std::set<std::string> seen;
+  for (const auto& [n, t] : sd) {
+    auto it = std::find_if(mine.begin(), mine.end(), [&](auto& p) { return p.first == n; });
+    if (it == mine.end()) {
+      if (strict) problems.push_back(fmt::format("unexpected key '{}'", n));
+      continue;
+    }
+    seen.insert(n);
+    if (it->second.shape() != t.shape())
+      problems.push_back(fmt::format("'{}': shape {} in the checkpoint vs {} in the model", n, t.shape(), it->second.shape()));
+  }
+  if (strict)
+    for (const auto& [n, t] : mine)
+      if (!seen.count(n)) problems.push_back(fmt::format("missing key '{}'", n));
+  if (!problems.empty())
+    fail<ValueError>("{}.load_state_dict: {} problem(s):\n  {}", type_name(), problems.size(), fmt::join(problems, "\n  "));
+  NoGradGuard ng;
+  for (const auto& [n, t] : sd) {
+    auto it = std::find_if(mine.begin(), mine.end(), [&](auto& p) { return p.first == n; });
+    if (it != mine.end()) it->second.copy_(t);
+  }
+}
+
+void Module::train(bool on) {
+  training_ = on;
+  for (auto& [n, c] : children_) c->train(on);
+}
+
+void Module::zero_grad() {
+  for (auto& p : parameters()) p.zero_grad();
+}
+
+std::int64_t Module::num_parameters(bool only_trainable) const {
+  std::int64_t n = 0;
+  for (auto& p : parameters())
+    if (!only_trainable || p.requires_grad()) n += p.numel();
+  return n;
+}
+
+void Module::to(DType d) {
+  NoGradGuard ng;
+  auto convert = [d](Tensor& t) {
+    if (!t.defined() || t.dtype() == d || !is_floating(t.dtype())) return;
+    Tensor c = t.detach().to(d);
+    const bool rg = t.requires_grad();
+    TensorImpl& impl = t.impl();
+    impl.storage = c.impl().storage;
+    impl.offset = 0;
+    impl.strides = c.strides();
+    impl.dtype = d;
+    impl.grad.reset();
+    impl.requires_grad = rg;
+  };
+  for (auto& [n, p] : params_) convert(p);
+  for (auto& [n, b] : buffers_) convert(b);
+  for (auto& [n, c] : children_) c->to(d);
+}
+
+std::string Module::repr(int indent) const {
+  std::string s = type_name() + "(";
+  if (children_.empty()) return s + extra_repr() + ")";
+  const std::string pad(static_cast<std::size_t>(indent + 2), ' ');
+  if (!extra_repr().empty()) s += "\n" + pad + extra_repr();
+  for (const auto& [n, c] : children_) s += "\n" + pad + "(" + n + "): " + c->repr(indent + 2);
+  return s + "\n" + std::string(static_cast<std::size_t>(indent), ' ') + ")";
+}
+
+Sequential::Sequential(std::vector<ModulePtr> layers) {
+  for (auto& m : layers) push_back(std::move(m));
+}
+
+void Sequential::push_back(ModulePtr m) {
+  add_child(std::to_string(layers_.size()), m);
+  layers_.push_back(std::move(m));
+}
+
+Tensor Sequential::forward(const Tensor& x) {
+  Tensor h = x;
+  for (auto& m : layers_) h = m->forward(h);
+  return h;
+}
+
+GradcheckReport gradcheck(Module& m, const Tensor& input, GradcheckOptions opt) {
+  auto bufs = m.buffers();
+  std::vector<Tensor> saved;
+  for (auto& b : bufs) saved.push_back(b.detach().clone());
+  auto restore = [&] {
+    NoGradGuard ng;
+    for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i].copy_(saved[i]);
+  };
+  std::vector<Tensor> inputs{input};
+  for (auto& p : m.parameters()) inputs.push_back(p);
+  GradcheckReport r;
+  try {
+    r = ng::gradcheck(
+        [&](const std::vector<Tensor>& xs) {
+          restore();
+          return m.forward(xs[0]);
+        },
+        inputs, opt);
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
+  return r;
+}
+
+}  // namespace ng::nn

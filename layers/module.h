@@ -1,0 +1,113 @@
+// Module: the base of every layer, with PyTorch's vocabulary. A module owns named
+// parameters (tensors that require grad and that optimizers update), named buffers
+// (state that is saved but not trained: running_mean, running_var, ...) and named child
+// modules. Hierarchical names join with dots ("features.0.weight", "bn1.running_mean") and
+// are the state_dict keys PyTorch uses for the same structure.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "autograd/random.h"
+
+namespace ng::nn {
+
+using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module {
+ public:
+  virtual ~Module() = default;
+  Module() = default;
+  Module(const Module&) = delete;
+  Module& operator=(const Module&) = delete;
+
+  // The layer's computation. Modules with other signatures (recurrent ones) add overloads.
+  virtual Tensor forward(const Tensor& x) = 0;
+  Tensor operator()(const Tensor& x) { return forward(x); }
+
+  // PyTorch-style type name and the text inside the parentheses of the printed tree.
+  virtual std::string type_name() const = 0;
+  virtual std::string extra_repr() const { return {}; }
+
+  std::vector<Tensor> parameters(bool recurse = true) const;
+  NamedTensors named_parameters(bool recurse = true) const;
+  std::vector<Tensor> buffers(bool recurse = true) const;
+  NamedTensors named_buffers(bool recurse = true) const;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // Every module below (and including) this one, with its dotted name ("" for this one).
+  std::vector<std::pair<std::string, Module*>> named_modules();
+
+  // Parameters then buffers, in registration order, with dotted names (PyTorch's order).
+  NamedTensors state_dict() const;
+  // Copies values in; a missing or unexpected key, or a shape/dtype mismatch, throws one
+  // ValueError listing every problem (with strict=false, missing/unexpected are allowed).
+  void load_state_dict(const NamedTensors& sd, bool strict = true);
+
+  virtual void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad();
+  std::int64_t num_parameters(bool only_trainable = false) const;
+  // Converts parameters and buffers (in place: handles held elsewhere see the change).
+  void to(DType d);
+
+  // The printable tree, like PyTorch's repr (also: fmt::print("{}", module)).
+  std::string repr(int indent = 0) const;
+
+ protected:
+  Tensor register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
+  Tensor register_buffer(const std::string& name, Tensor t);
+  template <class M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    add_child(name, m);
+    return m;
+  }
+  void add_child(const std::string& name, std::shared_ptr<Module> m);
+  // Replace a registered parameter/buffer (e.g. set bias to none): same name, new tensor.
+  void replace_tensor(const std::string& name, Tensor t);
+
+ private:
+  NamedTensors params_;
+  NamedTensors buffers_;
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+  bool training_ = true;
+};
+
+using ModulePtr = std::shared_ptr<Module>;
+
+// Sequential: applies its children in order; children are named "0", "1", ... as in PyTorch.
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  explicit Sequential(std::vector<ModulePtr> layers);
+  template <class... Ms>
+  explicit Sequential(std::shared_ptr<Ms>... ms) : Sequential(std::vector<ModulePtr>{ms...}) {}
+  void push_back(ModulePtr m);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+  std::size_t size() const { return layers_.size(); }
+  Module& operator[](std::size_t i) const { return *layers_.at(i); }
+
+ private:
+  std::vector<ModulePtr> layers_;
+};
+
+// Module-level gradcheck: the output of m.forward(input) w.r.t. the input (if it requires
+// grad) and every parameter. Buffers (running statistics) are snapshotted, reset before each
+// evaluation so every perturbed forward sees the same state, and restored exactly at the end:
+// a BatchNorm checked in training mode keeps its running statistics.
+GradcheckReport gradcheck(Module& m, const Tensor& input, GradcheckOptions opt = {});
+
+}  // namespace ng::nn
+
+template <> struct fmt::formatter<ng::nn::Module> : fmt::formatter<std::string_view> {
+  auto format(const ng::nn::Module& m, format_context& ctx) const {
+    return fmt::formatter<std::string_view>::format(m.repr(), ctx);
+  }
+};

@@ -1,0 +1,40 @@
+// Shared test helpers.
+#pragma once
+#include <doctest/doctest.h>
+
+#include <vector>
+
+#include "autograd/gradcheck.h"
+#include "autograd/ops.h"
+#include "autograd/random.h"
+
+// CHECK_GRADCHECK(ng::gradcheck(fn, inputs)): on failure the whole report (worst element,
+// analytic vs numeric) is printed in the doctest output.
+#define CHECK_GRADCHECK(expr)                        \
+  do {                                               \
+    const ::ng::GradcheckReport report_ = (expr);    \
+    CHECK_MESSAGE(report_.passed, report_.to_string()); \
+  } while (0)
+
+namespace test {
+
+// A float64 leaf with N(0,1) entries from a fixed seed, requiring grad.
+inline ng::Tensor rnd(const ng::Shape& s, std::uint64_t seed = 1, bool requires_grad = true) {
+  ng::Generator g(seed);
+  ng::Tensor t = ng::randn(s, ng::DType::f64, &g);
+  if (requires_grad) t.requires_grad_();
+  return t;
+}
+// Positive float64 leaf: U[lo, hi).
+inline ng::Tensor rnd_pos(const ng::Shape& s, std::uint64_t seed = 1, double lo = 0.5, double hi = 2.0) {
+  ng::Generator g(seed);
+  return ng::uniform(s, lo, hi, ng::DType::f64, &g).requires_grad_();
+}
+
+inline void check_values(const ng::Tensor& t, const std::vector<double>& expect, double tol = 1e-6) {
+  const auto v = t.to_vector();
+  REQUIRE(v.size() == expect.size());
+  for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx(expect[i]).epsilon(tol));
+}
+
+}  // namespace test
