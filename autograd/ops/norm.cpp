@@ -64,10 +64,12 @@ template <class T>
 Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
   double mu = 0.0;
   if (subtract_mean) {
+#pragma omp simd reduction(+ : mu)
     for (std::int64_t i = 0; i < n; ++i) mu += static_cast<double>(x[i]);
     mu /= static_cast<double>(n);
   }
   double m2 = 0.0;
+#pragma omp simd reduction(+ : m2)
   for (std::int64_t i = 0; i < n; ++i) {
     const double d = static_cast<double>(x[i]) - mu;
     m2 += d * d;
@@ -106,12 +108,24 @@ void normalize_kernel(const T* x, const NormSpec& sp, const double* mean, const 
     const std::int64_t g = s % sp.G;
     for (std::int64_t a = 0; a < sp.A; ++a) {
       const std::int64_t base = run_offset(sp, a, s);
+      if (sp.E == 1) {  // LayerNorm / RMSNorm layout: a new channel at every element (same formula, SIMD over k)
+        const T* xr = x + base;
+        T* yr = y + base;
+#pragma omp simd
+        for (std::int64_t k = 0; k < sp.K; ++k) {
+          const std::int64_t c = g * sp.K + k;
+          const double xhat = (static_cast<double>(xr[k]) - mean[s]) * rstd[s];
+          yr[k] = static_cast<T>(xhat * (weight ? static_cast<double>(weight[c]) : 1.0) + (bias ? static_cast<double>(bias[c]) : 0.0));
+        }
+        continue;
+      }
       for (std::int64_t k = 0; k < sp.K; ++k) {
         const std::int64_t c = g * sp.K + k;
         const double scale = rstd[s] * (weight ? static_cast<double>(weight[c]) : 1.0);
         const double shift = (bias ? static_cast<double>(bias[c]) : 0.0) - mean[s] * scale;
         const T* xe = x + base + k * sp.E;
         T* ye = y + base + k * sp.E;
+#pragma omp simd
         for (std::int64_t e = 0; e < sp.E; ++e) ye[e] = static_cast<T>(static_cast<double>(xe[e]) * scale + shift);
       }
     }
@@ -169,11 +183,30 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
       double sum_dyhat = 0.0, sum_dyhat_xhat = 0.0;
       for (std::int64_t a = 0; a < sp.A; ++a) {
         const std::int64_t base = run_offset(sp, a, s);
+        if (sp.E == 1) {  // LayerNorm / RMSNorm layout: the same sums, SIMD over k
+          const T* xr = x + base;
+          const T* dyr = dy + base;
+#pragma omp simd reduction(+ : sum_dyhat, sum_dyhat_xhat)
+          for (std::int64_t k = 0; k < sp.K; ++k) {
+            const std::int64_t c = g * sp.K + k;
+            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+            const double dyk = static_cast<double>(dyr[k]);
+            const double w = weight ? static_cast<double>(weight[c]) : 1.0;
+            sum_dyhat += w * dyk;
+            sum_dyhat_xhat += w * dyk * xhat;
+            if (params) {
+              dw_t[c] += dyk * xhat;
+              db_t[c] += dyk;
+            }
+          }
+          continue;
+        }
         for (std::int64_t k = 0; k < sp.K; ++k) {
           const std::int64_t c = g * sp.K + k;
           const T* xe = x + base + k * sp.E;
           const T* dye = dy + base + k * sp.E;
           double sum_dy = 0.0, sum_dy_xhat = 0.0;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
           for (std::int64_t e = 0; e < sp.E; ++e) {
             const double xhat = (static_cast<double>(xe[e]) - mu) * r;
             sum_dy += static_cast<double>(dye[e]);
@@ -195,12 +228,26 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
       // Pass 2: dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)).
       for (std::int64_t a = 0; a < sp.A; ++a) {
         const std::int64_t base = run_offset(sp, a, s);
+        if (sp.E == 1) {  // LayerNorm / RMSNorm layout
+          const T* xr = x + base;
+          const T* dyr = dy + base;
+          T* dxr = dx + base;
+#pragma omp simd
+          for (std::int64_t k = 0; k < sp.K; ++k) {
+            const std::int64_t c = g * sp.K + k;
+            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+            const double dyhat = static_cast<double>(dyr[k]) * (weight ? static_cast<double>(weight[c]) : 1.0);
+            dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));
+          }
+          continue;
+        }
         for (std::int64_t k = 0; k < sp.K; ++k) {
           const std::int64_t c = g * sp.K + k;
           const double w = weight ? static_cast<double>(weight[c]) : 1.0;
           const T* xe = x + base + k * sp.E;
           const T* dye = dy + base + k * sp.E;
           T* dxe = dx + base + k * sp.E;
+#pragma omp simd
           for (std::int64_t e = 0; e < sp.E; ++e) {
             const double xhat = (static_cast<double>(xe[e]) - mu) * r;
             const double dyhat = static_cast<double>(dye[e]) * w;
