@@ -1,0 +1,565 @@
+// The one normalization core. BatchNorm, LayerNorm, GroupNorm, InstanceNorm and RMSNorm are
+// the same computation on the same five-axis view [A, R, G, K, E] of the input (see the table
+// in norm.h); a NormSpec says which sizes are 1. Three kernels do all the work:
+//
+//   moments_kernel    per statistic s: mean and biased variance   (1 pass over x)
+//   normalize_kernel  y = (x - mean) * rstd * weight + bias         (1 pass over x)
+//   backward_kernel   two reductions per statistic, then dx         (2 passes over x, dy)
+//
+// Notation. s = r * G + g indexes the statistics; for each s the elements are the runs
+// x[a, r, g, :, :] (K * E contiguous values, a = 0..A-1), of n = A * K * E elements in all.
+// Channel c = g * K + k indexes weight and bias. xhat = (x - mean) * rstd, where
+// rstd = 1 / sqrt(var + eps) with eps INSIDE the square root (as PyTorch).
+//
+// Sources: Ioffe & Szegedy 2015 (BatchNorm, Alg. 1 and 2); Ba, Kiros & Hinton 2016
+// (LayerNorm); Wu & He 2018 (GroupNorm); Ulyanov, Vedaldi & Lempitsky 2016 (InstanceNorm);
+// Zhang & Sennrich 2019 (RMSNorm); Chan, Golub & LeVeque 1979 (merging moments).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+
+namespace ng {
+
+namespace {
+
+// Offset of the run x[a, r, g, :, :] for statistic s = r * G + g:
+//   ((a * R + r) * G + g) * K * E  =  (a * R * G + s) * K * E.
+inline std::int64_t run_offset(const NormSpec& sp, std::int64_t a, std::int64_t s) {
+  return (a * sp.num_stats() + s) * sp.K * sp.E;
+}
+
+// Split the statistics across threads only when there is enough work.
+inline bool parallel(const NormSpec& sp) { return sp.numel() > detail::kParallelGrain && sp.num_stats() > 1; }
+
+// ---- moments -----------------------------------------------------------------------------
+
+// Count, mean and m2 = sum of squared deviations from the mean of some elements.
+struct Moments {
+  double n = 0, mean = 0, m2 = 0;
+};
+
+// Moments of the union of two disjoint parts (Chan, Golub & LeVeque 1979):
+//   delta = mean_b - mean_a,  mean = mean_a + delta * n_b / n,
+//   m2 = m2_a + m2_b + delta^2 * n_a * n_b / n.
+// Never subtracts two large numbers, so no cancellation when the mean is large.
+inline void merge(Moments& acc, const Moments& part) {
+  const double n = acc.n + part.n;
+  const double delta = part.mean - acc.mean;
+  acc.mean += delta * part.n / n;
+  acc.m2 += part.m2 + delta * delta * acc.n * part.n / n;
+  acc.n = n;
+}
+
+// Moments of one contiguous chunk by the exact two-pass formula, in double. The chunk is
+// still in cache for its second pass, so x is read from memory once. Without mean
+// subtraction (RMSNorm) the "mean" is 0 and m2 is the sum of squares.
+template <class T>
+Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
+  double mu = 0.0;
+  if (subtract_mean) {
+#pragma omp simd reduction(+ : mu)
+    for (std::int64_t i = 0; i < n; ++i) mu += static_cast<double>(x[i]);
+    mu /= static_cast<double>(n);
+  }
+  double m2 = 0.0;
+#pragma omp simd reduction(+ : m2)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mu;
+    m2 += d * d;
+  }
+  return {static_cast<double>(n), mu, m2};
+}
+
+constexpr std::int64_t kChunk = 1024;
+
+// mean[s] and biased var[s] = m2 / n  (RMSNorm: 0 and mean(x^2)), for every statistic s.
+template <class T>
+void moments_kernel(const T* x, const NormSpec& sp, double* mean, double* var) {
+  const std::int64_t run = sp.K * sp.E;
+#pragma omp parallel for if (parallel(sp))
+  for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
+    Moments m;
+    for (std::int64_t a = 0; a < sp.A; ++a) {
+      const T* xr = x + run_offset(sp, a, s);
+      for (std::int64_t i = 0; i < run; i += kChunk) merge(m, chunk_moments(xr + i, std::min(kChunk, run - i), sp.subtract_mean));
+    }
+    mean[s] = m.mean;
+    var[s] = std::max(m.m2 / m.n, 0.0);  // biased (divide by n, not n - 1); clamp: never negative
+  }
+}
+
+// ---- normalize ---------------------------------------------------------------------------
+
+// y = (x - mean) * rstd * weight[c] + bias[c]. Along a run of E elements of one channel c,
+// that is y = x * scale + shift with scale = rstd * weight[c], shift = bias[c] - mean * scale.
+// Arithmetic in double, so float32 rows with a large mean keep their small deviations.
+template <class T>
+void normalize_kernel(const T* x, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
+                      const T* bias, T* y) {
+#pragma omp parallel for if (parallel(sp))
+  for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
+    const std::int64_t g = s % sp.G;
+    for (std::int64_t a = 0; a < sp.A; ++a) {
+      const std::int64_t base = run_offset(sp, a, s);
+      if (sp.E == 1) {  // LayerNorm / RMSNorm layout: a new channel at every element (same formula, SIMD over k)
+        const T* xr = x + base;
+        T* yr = y + base;
+#pragma omp simd
+        for (std::int64_t k = 0; k < sp.K; ++k) {
+          const std::int64_t c = g * sp.K + k;
+          const double xhat = (static_cast<double>(xr[k]) - mean[s]) * rstd[s];
+          yr[k] = static_cast<T>(xhat * (weight ? static_cast<double>(weight[c]) : 1.0) + (bias ? static_cast<double>(bias[c]) : 0.0));
+        }
+        continue;
+      }
+      for (std::int64_t k = 0; k < sp.K; ++k) {
+        const std::int64_t c = g * sp.K + k;
+        const double scale = rstd[s] * (weight ? static_cast<double>(weight[c]) : 1.0);
+        const double shift = (bias ? static_cast<double>(bias[c]) : 0.0) - mean[s] * scale;
+        const T* xe = x + base + k * sp.E;
+        T* ye = y + base + k * sp.E;
+#pragma omp simd
+        for (std::int64_t e = 0; e < sp.E; ++e) ye[e] = static_cast<T>(static_cast<double>(xe[e]) * scale + shift);
+      }
+    }
+  }
+}
+
+// ---- backward ----------------------------------------------------------------------------
+//
+// With dyhat = dy * weight (the gradient w.r.t. xhat) and n elements per statistic, the
+// gradient of y = xhat * weight + bias with xhat = (x - mean) * rstd is
+//
+//   dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat))
+//
+// Derivation (Ioffe & Szegedy 2015, Sec. 3; in the compact form of e.g. llm.c):
+//   d xhat_j / d x_i = rstd * (delta_ij - 1/n - xhat_i * xhat_j / n), because
+//   d mean / d x_i = 1/n and d rstd / d x_i = -rstd^3 (x_i - mean) / n = -rstd^2 xhat_i / n.
+//   Contracting with dyhat_j gives the three terms: dyhat_i ("direct"), -mean(dyhat)
+//   ("through the mean"), -xhat_i * mean(dyhat * xhat) ("through the variance").
+// RMSNorm (Zhang & Sennrich 2019): no mean is subtracted, so the middle term is absent.
+// Given, constant statistics (eval-mode BatchNorm): both correction terms vanish,
+//   dx = rstd * dyhat.
+// Parameters (every layer): dweight[c] = sum dy * xhat, dbias[c] = sum dy over the elements
+// of channel c (all axes except g and k).
+//
+// So: pass 1 reduces sum(dyhat) and sum(dyhat * xhat) per statistic (and the parameter
+// sums), pass 2 writes dx. Per run of one channel, sum(dyhat) = weight[c] * sum(dy), so the
+// inner loops need only sum(dy) and sum(dy * xhat).
+template <class T>
+void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
+                     const T* weight, bool batch_stats, T* dx, double* dweight, double* dbias) {
+  const std::int64_t C = sp.num_channels();
+  const double n = static_cast<double>(sp.count());
+  const bool params = dweight || dbias;
+  int threads = 1;
+#ifdef _OPENMP
+  if (parallel(sp)) threads = omp_get_max_threads();
+#endif
+  // Channels are shared between statistics (LayerNorm: every row uses every weight), so
+  // each thread sums its parameter gradients privately; they are added up at the end.
+  std::vector<double> dw_part(params ? static_cast<std::size_t>(threads * C) : 0, 0.0);
+  std::vector<double> db_part(dw_part.size(), 0.0);
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    int tid = 0;
+#ifdef _OPENMP
+    tid = omp_get_thread_num();
+#endif
+    double* dw_t = params ? dw_part.data() + tid * C : nullptr;
+    double* db_t = params ? db_part.data() + tid * C : nullptr;
+#pragma omp for
+    for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
+      const std::int64_t g = s % sp.G;
+      const double mu = mean[s], r = rstd[s];
+      // Pass 1: the two reductions per statistic.
+      double sum_dyhat = 0.0, sum_dyhat_xhat = 0.0;
+      for (std::int64_t a = 0; a < sp.A; ++a) {
+        const std::int64_t base = run_offset(sp, a, s);
+        if (sp.E == 1) {  // LayerNorm / RMSNorm layout: the same sums, SIMD over k
+          const T* xr = x + base;
+          const T* dyr = dy + base;
+#pragma omp simd reduction(+ : sum_dyhat, sum_dyhat_xhat)
+          for (std::int64_t k = 0; k < sp.K; ++k) {
+            const std::int64_t c = g * sp.K + k;
+            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+            const double dyk = static_cast<double>(dyr[k]);
+            const double w = weight ? static_cast<double>(weight[c]) : 1.0;
+            sum_dyhat += w * dyk;
+            sum_dyhat_xhat += w * dyk * xhat;
+            if (params) {
+              dw_t[c] += dyk * xhat;
+              db_t[c] += dyk;
+            }
+          }
+          continue;
+        }
+        for (std::int64_t k = 0; k < sp.K; ++k) {
+          const std::int64_t c = g * sp.K + k;
+          const T* xe = x + base + k * sp.E;
+          const T* dye = dy + base + k * sp.E;
+          double sum_dy = 0.0, sum_dy_xhat = 0.0;
+#pragma omp simd reduction(+ : sum_dy, sum_dy_xhat)
+          for (std::int64_t e = 0; e < sp.E; ++e) {
+            const double xhat = (static_cast<double>(xe[e]) - mu) * r;
+            sum_dy += static_cast<double>(dye[e]);
+            sum_dy_xhat += static_cast<double>(dye[e]) * xhat;
+          }
+          const double w = weight ? static_cast<double>(weight[c]) : 1.0;
+          sum_dyhat += w * sum_dy;            // sum dyhat        = weight[c] * sum dy
+          sum_dyhat_xhat += w * sum_dy_xhat;  // sum dyhat * xhat = weight[c] * sum dy * xhat
+          if (params) {
+            dw_t[c] += sum_dy_xhat;  // dweight[c] = sum dy * xhat
+            db_t[c] += sum_dy;       // dbias[c]   = sum dy
+          }
+        }
+      }
+      if (!dx) continue;
+      // The two correction terms: zero when the statistics do not depend on x.
+      const double mean_dyhat = batch_stats && sp.subtract_mean ? sum_dyhat / n : 0.0;
+      const double mean_dyhat_xhat = batch_stats ? sum_dyhat_xhat / n : 0.0;
+      // Pass 2: dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)).
+      for (std::int64_t a = 0; a < sp.A; ++a) {
+        const std::int64_t base = run_offset(sp, a, s);
+        if (sp.E == 1) {  // LayerNorm / RMSNorm layout
+          const T* xr = x + base;
+          const T* dyr = dy + base;
+          T* dxr = dx + base;
+#pragma omp simd
+          for (std::int64_t k = 0; k < sp.K; ++k) {
+            const std::int64_t c = g * sp.K + k;
+            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+            const double dyhat = static_cast<double>(dyr[k]) * (weight ? static_cast<double>(weight[c]) : 1.0);
+            dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));
+          }
+          continue;
+        }
+        for (std::int64_t k = 0; k < sp.K; ++k) {
+          const std::int64_t c = g * sp.K + k;
+          const double w = weight ? static_cast<double>(weight[c]) : 1.0;
+          const T* xe = x + base + k * sp.E;
+          const T* dye = dy + base + k * sp.E;
+          T* dxe = dx + base + k * sp.E;
+#pragma omp simd
+          for (std::int64_t e = 0; e < sp.E; ++e) {
+            const double xhat = (static_cast<double>(xe[e]) - mu) * r;
+            const double dyhat = static_cast<double>(dye[e]) * w;
+            dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));
+          }
+        }
+      }
+    }
+  }
+  for (int t = 0; params && t < threads; ++t)
+    for (std::int64_t c = 0; c < C; ++c) {
+      if (dweight) dweight[c] += dw_part[static_cast<std::size_t>(t * C + c)];
+      if (dbias) dbias[c] += db_part[static_cast<std::size_t>(t * C + c)];
+    }
+}
+
+// The same backward with differentiable ops, used under create_graph (second-order
+// gradients). The statistics are recomputed from x with ops, so that their dependence on x
+// is part of the new graph; differentiating this expression gives the exact second
+// derivative. Same formula as backward_kernel, on the 5-d view.
+Grads backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight, const Tensor& bias,
+                         const NormSpec& sp, double eps, bool batch_stats, const Tensor& mean_s,
+                         const Tensor& rstd_s) {
+  const Shape v5{sp.A, sp.R, sp.G, sp.K, sp.E};
+  const Shape stat5{1, sp.R, sp.G, 1, 1}, chan5{1, 1, sp.G, sp.K, 1};
+  const Axes red{0, 3, 4};  // the reduced axes a, k, e
+  const Tensor x5 = reshape(x, v5), dy5 = reshape(dy, v5);
+  Tensor xc, r;
+  if (batch_stats) {
+    xc = sp.subtract_mean ? sub(x5, mean(x5, red, true)) : x5;
+    r = rsqrt(add(mean(mul(xc, xc), red, true), eps));
+  } else {
+    xc = sub(x5, reshape(mean_s.to(x.dtype()), stat5));
+    r = reshape(rstd_s.to(x.dtype()), stat5);
+  }
+  const Tensor xhat = mul(xc, r);
+  const Tensor dyhat = weight.defined() ? mul(dy5, reshape(weight, chan5)) : dy5;
+  Tensor inner = dyhat;
+  if (batch_stats) {
+    inner = sub(inner, mul(xhat, mean(mul(dyhat, xhat), red, true)));
+    if (sp.subtract_mean) inner = sub(inner, mean(dyhat, red, true));
+  }
+  const Tensor dx = reshape(mul(r, inner), x.shape());
+  const Tensor dw = weight.defined() ? reshape(sum_to(mul(dy5, xhat), chan5), weight.shape()) : Tensor();
+  const Tensor db = bias.defined() ? reshape(sum_to(dy5, chan5), bias.shape()) : Tensor();
+  return {dx, dw, db};
+}
+
+void check_param(const Tensor& p, const char* what, const NormSpec& sp, const Tensor& x, const char* op) {
+  if (!p.defined()) return;
+  if (p.numel() != sp.num_channels())
+    fail<ShapeError>("{}: {} must have {} elements: expected {} vs actual {}", op, what, sp.num_channels(),
+                     sp.num_channels(), p.numel());
+  if (p.dtype() != x.dtype())
+    fail<DTypeError>("{}: {} has dtype {} but the input has {}", op, what, p.dtype(), x.dtype());
+}
+
+// normalize() and normalize_with_stats(): given_mean / given_var null = batch statistics.
+Tensor normalize_impl(const Tensor& x_in, const NormSpec& sp, const Tensor& weight_in, const Tensor& bias_in,
+                      double eps, const char* op, const Tensor* given_mean, const Tensor* given_var,
+                      NormMoments* moments) {
+  if (x_in.numel() != sp.numel())
+    fail<ShapeError>("{}: input of shape {} does not fit the normalization layout [A={}, R={}, G={}, K={}, E={}]", op,
+                     x_in.shape(), sp.A, sp.R, sp.G, sp.K, sp.E);
+  if (!(eps > 0.0)) fail<ValueError>("{}: eps must be > 0: got {}", op, eps);
+  if (sp.count() == 0) fail<ValueError>("{}: no elements to compute statistics over (input shape {})", op, x_in.shape());
+  check_param(weight_in, "weight", sp, x_in, op);
+  check_param(bias_in, "bias", sp, x_in, op);
+  const std::int64_t S = sp.num_stats();
+  const Tensor x = x_in.contiguous();
+  const Tensor weight = weight_in.defined() ? weight_in.contiguous() : Tensor();
+  const Tensor bias = bias_in.defined() ? bias_in.contiguous() : Tensor();
+
+  Tensor mean_s = empty(Shape{S}, DType::f64), var_s = empty(Shape{S}, DType::f64);
+  Tensor rstd_s = empty(Shape{S}, DType::f64);
+  Tensor y = empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    if (given_mean) {
+      NoGradGuard no_grad;
+      mean_s.copy_(given_mean->detach().reshape(Shape{S}));
+      var_s.copy_(given_var->detach().reshape(Shape{S}));
+    } else {
+      moments_kernel<T>(x.data<T>(), sp, mean_s.data<double>(), var_s.data<double>());
+    }
+    const double* var = var_s.data<double>();
+    double* rstd = rstd_s.data<double>();
+    for (std::int64_t s = 0; s < S; ++s) rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt
+    normalize_kernel<T>(x.data<T>(), sp, mean_s.data<double>(), rstd, weight.defined() ? weight.data<T>() : nullptr,
+                        bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+  });
+  if (moments) *moments = NormMoments{mean_s, var_s, sp.count()};
+
+  const bool batch_stats = given_mean == nullptr;
+  // Saved for backward: x (an input), mean and rstd per statistic; xhat is recomputed.
+  return record(op, {x, weight, bias}, y,
+                [x, weight, bias, sp, eps, batch_stats, mean_s, rstd_s, op](BackwardContext& ctx, const Tensor& dy) -> Grads {
+                  if (ctx.create_graph()) return backward_composite(x, dy, weight, bias, sp, eps, batch_stats, mean_s, rstd_s);
+                  const Tensor dyc = dy.contiguous();
+                  const std::int64_t C = sp.num_channels();
+                  Tensor dx = x.requires_grad() ? empty(x.shape(), x.dtype()) : Tensor();
+                  const bool want_w = weight.defined() && weight.requires_grad();
+                  const bool want_b = bias.defined() && bias.requires_grad();
+                  std::vector<double> dw(want_w ? static_cast<std::size_t>(C) : 0, 0.0), db(want_b ? static_cast<std::size_t>(C) : 0, 0.0);
+                  Tensor dweight, dbias;
+                  dispatch_float(x.dtype(), op, [&](auto tag) {
+                    using T = decltype(tag);
+                    backward_kernel<T>(x.data<T>(), dyc.data<T>(), sp, mean_s.data<double>(), rstd_s.data<double>(),
+                                       weight.defined() ? weight.data<T>() : nullptr, batch_stats,
+                                       dx.defined() ? dx.data<T>() : nullptr, want_w ? dw.data() : nullptr,
+                                       want_b ? db.data() : nullptr);
+                    if (want_w) dweight = from_vector(dw, weight.shape(), x.dtype());
+                    if (want_b) dbias = from_vector(db, bias.shape(), x.dtype());
+                  });
+                  return {dx, dweight, dbias};
+                });
+}
+
+// ---- argument checks shared by the functional API ------------------------------------------
+
+void check_eps(double eps, const char* op) {
+  if (!(eps > 0.0)) fail<ValueError>("{}: eps must be > 0: got {}", op, eps);
+}
+
+void check_channel_vector(const Tensor& t, const char* what, std::int64_t C, const char* op) {
+  if (t.defined() && t.shape() != Shape{C})
+    fail<ShapeError>("{}: {} must have shape [{}] (one value per channel): expected [{}] vs actual {}", op, what, C, C, t.shape());
+}
+
+// Trailing-dims check of layer_norm / rms_norm; returns D = prod(normalized_shape).
+std::int64_t check_normalized_shape(const Tensor& x, const Shape& ns, const Tensor& weight, const Tensor& bias,
+                                    const char* op) {
+  if (ns.ndim() == 0) fail<ShapeError>("{}: normalized_shape must have at least one dim: got []", op);
+  bool ok = x.dim() >= ns.ndim();
+  for (int i = 0; ok && i < ns.ndim(); ++i)
+    ok = x.shape()[static_cast<std::size_t>(x.dim() - ns.ndim() + i)] == ns[static_cast<std::size_t>(i)];
+  if (!ok)
+    fail<ShapeError>("{}: normalized_shape must equal the trailing dims of the input: expected [*, {}] vs input {}", op,
+                     fmt::join(ns.vec(), ", "), x.shape());
+  for (const Tensor* p : {&weight, &bias})
+    if (p->defined() && p->shape() != ns)
+      fail<ShapeError>("{}: {} must have the normalized shape: expected {} vs actual {}", op,
+                       p == &weight ? "weight" : "bias", ns, p->shape());
+  return ns.numel();
+}
+
+// (N, C, L) sizes of an input (N, C, *), L = product of the trailing sizes (1 if none).
+struct NCL {
+  std::int64_t N, C, L;
+};
+NCL ncl(const Tensor& x) {
+  std::int64_t L = 1;
+  for (int d = 2; d < x.dim(); ++d) L *= x.shape()[static_cast<std::size_t>(d)];
+  return {x.size(0), x.size(1), L};
+}
+
+// Running averages, in place (no autograd). Statistic s belongs to channel s % C; with more
+// statistics than channels (InstanceNorm: one per sample and channel) the batch value is the
+// average over samples, as PyTorch does. `count` is the number of elements behind each
+// statistic, m in the unbiased variance m / (m - 1) * var (Ioffe & Szegedy 2015, Alg. 2:
+// inference uses the unbiased estimate; the forward normalizes with the biased one).
+//   running = (1 - f) * running + f * batch       (f = momentum, PyTorch's convention)
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const NormMoments& mom, double f,
+                          const char* op) {
+  NoGradGuard no_grad;
+  for (const Tensor* t : {&running_mean, &running_var})
+    if (t->defined() && !t->is_contiguous()) fail<ValueError>("{}: running statistics must be contiguous", op);
+  const std::int64_t C = running_mean.defined() ? running_mean.numel() : running_var.numel();
+  const std::int64_t S = mom.mean.numel(), per_channel = S / C;
+  const double unbias = static_cast<double>(mom.count) / static_cast<double>(mom.count - 1);
+  const double* mean = mom.mean.data<double>();
+  const double* var = mom.var.data<double>();
+  for (const Tensor* t : {&running_mean, &running_var}) {
+    if (!t->defined()) continue;
+    const bool is_var = t == &running_var;
+    dispatch_float(t->dtype(), op, [&](auto tag) {
+      using T = decltype(tag);
+      T* run = t->data<T>();
+      for (std::int64_t c = 0; c < C; ++c) {
+        double batch = 0.0;
+        for (std::int64_t j = 0; j < per_channel; ++j) batch += is_var ? var[j * C + c] * unbias : mean[j * C + c];
+        batch /= static_cast<double>(per_channel);
+        run[c] = static_cast<T>((1.0 - f) * static_cast<double>(run[c]) + f * batch);
+      }
+    });
+  }
+}
+
+}  // namespace
+
+// ---- the core op ---------------------------------------------------------------------------
+
+Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& weight, const Tensor& bias, double eps,
+                 const char* op, NormMoments* moments) {
+  return normalize_impl(x, spec, weight, bias, eps, op, nullptr, nullptr, moments);
+}
+
+Tensor normalize_with_stats(const Tensor& x, const NormSpec& spec, const Tensor& mean, const Tensor& var,
+                            const Tensor& weight, const Tensor& bias, double eps, const char* op) {
+  for (const Tensor* t : {&mean, &var})
+    if (!t->defined() || t->numel() != spec.num_stats())
+      fail<ShapeError>("{}: given statistics must have {} elements: expected [{}] vs actual {}", op, spec.num_stats(),
+                       spec.num_stats(), t->defined() ? fmt::format("{}", t->shape()) : "undefined");
+  return normalize_impl(x, spec, weight, bias, eps, op, &mean, &var, nullptr);
+}
+
+// ---- the layers: each one is a choice of NormSpec ------------------------------------------
+
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, std::optional<double> momentum, double eps,
+                  const Tensor& num_batches_tracked) {
+  constexpr const char* op = "batch_norm";
+  if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C) or (N, C, *): got {}", op, x.shape());
+  check_eps(eps, op);
+  if (momentum && !(*momentum >= 0.0 && *momentum <= 1.0))
+    fail<ValueError>("{}: momentum must be in [0, 1]: got {}", op, *momentum);
+  const auto [N, C, L] = ncl(x);
+  check_channel_vector(weight, "weight", C, op);
+  check_channel_vector(bias, "bias", C, op);
+  check_channel_vector(running_mean, "running_mean", C, op);
+  check_channel_vector(running_var, "running_var", C, op);
+  const NormSpec spec = NormSpec::batch(N, C, L);  // statistics per channel, over (N, L)
+
+  if (!training) {
+    if (!running_mean.defined() || !running_var.defined())
+      fail<ValueError>("{}: running_mean and running_var are required when not training", op);
+    return normalize_with_stats(x, spec, running_mean, running_var, weight, bias, eps, op);
+  }
+  if (N * L == 1)
+    fail<ValueError>(
+        "{}: expected more than 1 value per channel when training: got input of shape {} (N*L = 1). The variance of "
+        "one value is 0, so the output would not depend on the input; use eval mode (running statistics), or "
+        "GroupNorm / LayerNorm, which do not normalize over the batch",
+        op, x.shape());
+  const bool update = running_mean.defined() || running_var.defined();
+  if (update && !momentum && !num_batches_tracked.defined())
+    fail<ValueError>("{}: momentum = none (cumulative average) needs num_batches_tracked", op);
+  NormMoments mom;
+  Tensor y = normalize(x, spec, weight, bias, eps, op, &mom);
+  if (update) {
+    if (num_batches_tracked.defined()) {
+      NoGradGuard no_grad;
+      num_batches_tracked.data<std::int64_t>()[0] += 1;
+    }
+    // f = momentum, or 1 / (number of batches so far): the plain average of all batch statistics.
+    const double f =
+        momentum ? *momentum : 1.0 / static_cast<double>(num_batches_tracked.data<std::int64_t>()[0]);
+    update_running_stats(running_mean, running_var, mom, f, op);
+  }
+  return y;
+}
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  check_eps(eps, "layer_norm");
+  const std::int64_t D = check_normalized_shape(x, normalized_shape, weight, bias, "layer_norm");
+  const std::int64_t rows = D == 0 ? 0 : x.numel() / D;
+  return normalize(x, NormSpec::layer(rows, D), weight, bias, eps, "layer_norm");  // per row, over its D features
+}
+
+Tensor group_norm(const Tensor& x, std::int64_t num_groups, const Tensor& weight, const Tensor& bias, double eps) {
+  constexpr const char* op = "group_norm";
+  check_eps(eps, op);
+  if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C, *): got {}", op, x.shape());
+  if (num_groups <= 0) fail<ValueError>("{}: num_groups must be positive: got {}", op, num_groups);
+  const auto [N, C, L] = ncl(x);
+  if (C % num_groups != 0)
+    fail<ShapeError>("{}: the number of channels must be divisible by num_groups: {} channels vs {} groups", op, C,
+                     num_groups);
+  check_channel_vector(weight, "weight", C, op);
+  check_channel_vector(bias, "bias", C, op);
+  return normalize(x, NormSpec::group(N, C, L, num_groups), weight, bias, eps, op);  // per (sample, group)
+}
+
+Tensor instance_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                     const Tensor& bias, bool use_input_stats, double momentum, double eps) {
+  constexpr const char* op = "instance_norm";
+  check_eps(eps, op);
+  if (!(momentum >= 0.0 && momentum <= 1.0)) fail<ValueError>("{}: momentum must be in [0, 1]: got {}", op, momentum);
+  if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C, *): got {}", op, x.shape());
+  const auto [N, C, L] = ncl(x);
+  check_channel_vector(weight, "weight", C, op);
+  check_channel_vector(bias, "bias", C, op);
+  check_channel_vector(running_mean, "running_mean", C, op);
+  check_channel_vector(running_var, "running_var", C, op);
+  const NormSpec spec = NormSpec::instance(N, C, L);  // per (sample, channel), over its L positions
+  if (!use_input_stats) {
+    if (!running_mean.defined() || !running_var.defined())
+      fail<ValueError>("{}: running_mean and running_var are required when use_input_stats is false", op);
+    // One statistic per (sample, channel): repeat the per-channel running values over N.
+    const Tensor mean = expand(reshape(running_mean.detach(), Shape{1, C}), Shape{N, C}).contiguous();
+    const Tensor var = expand(reshape(running_var.detach(), Shape{1, C}), Shape{N, C}).contiguous();
+    return normalize_with_stats(x, spec, mean, var, weight, bias, eps, op);
+  }
+  if (L == 1)
+    fail<ValueError>("{}: expected more than 1 spatial element when training: got input of shape {} (one value per "
+                     "instance has variance 0)",
+                     op, x.shape());
+  NormMoments mom;
+  Tensor y = normalize(x, spec, weight, bias, eps, op, &mom);
+  if (running_mean.defined() || running_var.defined()) update_running_stats(running_mean, running_var, mom, momentum, op);
+  return y;
+}
+
+Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, std::optional<double> eps) {
+  const double e = eps ? *eps
+                       : (x.dtype() == DType::f32 ? static_cast<double>(std::numeric_limits<float>::epsilon())
+                                                  : std::numeric_limits<double>::epsilon());
+  check_eps(e, "rms_norm");
+  const std::int64_t D = check_normalized_shape(x, normalized_shape, weight, Tensor(), "rms_norm");
+  const std::int64_t rows = D == 0 ? 0 : x.numel() / D;
+  return normalize(x, NormSpec::rms(rows, D), weight, Tensor(), e, "rms_norm");  // per row, no mean
+}
+
+}  // namespace ng

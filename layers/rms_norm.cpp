@@ -1,0 +1,30 @@
+#include "layers/rms_norm.h"
+
+#include "layers/norm_util.h"
+
+namespace ng::nn {
+
+RMSNorm::RMSNorm(RMSNormOptions opt) : opt_(std::move(opt)) {
+  if (opt_.normalized_shape().ndim() == 0) fail<ValueError>("RMSNorm: normalized_shape must have at least one dim");
+  for (auto d : opt_.normalized_shape()) detail::check_positive(d, "every size in normalized_shape", "RMSNorm");
+  if (opt_.eps()) detail::check_eps(*opt_.eps(), "RMSNorm");
+  weight = register_parameter("weight", opt_.elementwise_affine() ? ones(opt_.normalized_shape()) : Tensor());
+}
+
+std::string RMSNorm::extra_repr() const {
+  return fmt::format("{}, eps={}, elementwise_affine={}", detail::py_tuple(opt_.normalized_shape()),
+                     detail::py_float(opt_.eps()), detail::py_bool(opt_.elementwise_affine()));
+}
+
+Tensor RMSNorm::forward(const Tensor& x) {
+  const Shape& ns = opt_.normalized_shape();
+  bool ok = x.dim() >= ns.ndim();
+  for (int i = 0; ok && i < ns.ndim(); ++i)
+    ok = x.shape()[static_cast<std::size_t>(x.dim() - ns.ndim() + i)] == ns[static_cast<std::size_t>(i)];
+  if (!ok)
+    fail<ShapeError>("RMSNorm: the trailing dims of the input must equal normalized_shape: expected [*, {}] vs actual {}",
+                     fmt::join(ns.vec(), ", "), x.shape());
+  return rms_norm(x, ns, weight, opt_.eps());
+}
+
+}  // namespace ng::nn
