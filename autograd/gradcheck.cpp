@@ -166,15 +166,16 @@ GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
       if (dt == DType::f64) std::memcpy(p, v.data(), saved.size());
       else
         for (std::int64_t k = 0; k < n; ++k) static_cast<float*>(p)[k] = static_cast<float>(v[static_cast<std::size_t>(k)]);
-      Tensor out;
+      // Read the output before restoring x: a view output (slice, transpose) aliases x.
+      std::vector<double> out;
       try {
-        out = eval_nograd(fn, inputs);
+        out = values(eval_nograd(fn, inputs));
       } catch (...) {
         std::memcpy(p, saved.data(), saved.size());
         throw;
       }
       std::memcpy(p, saved.data(), saved.size());
-      return values(out);
+      return out;
     };
 
     if (r.fast) {
