@@ -214,6 +214,12 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
         fail<AutogradError>("{}: backward produced a gradient of shape {} for input {} of shape {}", node->op,
                             gi.shape(), i, node->input_shapes[i]);
       if (e.node) {
+        // A released node is no longer on the tape (compaction drops it), so the walk would
+        // never reach it and this gradient would be lost without a word: refuse here.
+        if (e.node->released)
+          fail<AutogradError>("backward: trying to backward through op '{}' a second time; its saved tensors "
+                              "were freed. Pass retain_graph=true to the first backward.",
+                              e.node->op);
         e.node->pending = accumulate(e.node->pending, gi);
       } else if (capture) {
         auto it = capture->leaf_index.find(e.leaf.get());
