@@ -42,6 +42,7 @@ void Tensor::check_dtype_(DType d) const {
 }
 
 std::int64_t Tensor::size(std::int64_t axis) const {
+  if (dim() == 0) fail<IndexError>("Tensor::size: a 0-d tensor has no dimensions (asked for dim {})", axis);
   return shape()[static_cast<std::size_t>(normalize_axis(axis, dim(), "Tensor::size"))];
 }
 
