@@ -243,6 +243,25 @@ TEST_CASE("tape: create_graph gives second derivatives (d2/dx2 x^3 = 6x)") {
   test::check_values(z.grad(), {9, -12});
 }
 
+TEST_CASE("tape: create_graph loops do not leak nodes or storage") {
+  Tensor x = vec({0.3, -0.7, 1.1});
+  auto step = [&] {
+    BackwardOptions o;
+    o.create_graph = true;
+    Tensor dx = grad({sum(mul(tanh(x), exp(x)))}, {x}, {}, o)[0];
+    sum(mul(dx, dx)).backward();
+    NoGradGuard ng;
+    x.add_(x.grad(), -0.001);
+    x.zero_grad();
+  };
+  step();
+  const std::size_t tape0 = tape_size();
+  const std::int64_t storage0 = live_storage_count();
+  for (int i = 0; i < 200; ++i) step();
+  CHECK(tape_size() == tape0);
+  CHECK(live_storage_count() == storage0);
+}
+
 TEST_CASE("tape: tape_summary lists the ops in order with shapes") {
   const std::size_t base = tape_size();
   Tensor x = test::rnd({2, 3}, 1);

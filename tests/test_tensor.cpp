@@ -85,6 +85,7 @@ TEST_CASE("tensor: shapes, strides and contiguity of views") {
   CHECK(a.size(-3) == 2);
   CHECK_THROWS_AS(a.size(3), IndexError);
   CHECK_THROWS_AS(a.size(-4), IndexError);
+  CHECK_THROWS_WITH_AS(scalar(1).size(0), doctest::Contains("0-d tensor has no dimensions"), IndexError);
 
   Tensor t = a.transpose(0, 2);
   CHECK(t.shape() == Shape{4, 3, 2});
