@@ -105,11 +105,14 @@ Tensor index_select(const Tensor& a, int64_t axis, const Tensor& index);  // ind
 Tensor gather(const Tensor& a, int64_t axis, const Tensor& index);        // index: int64, same rank
 // out = zeros of `shape`, then out[..., index[i], ...] += src[..., i, ...] along axis.
 Tensor index_add(const Shape& shape, int64_t axis, const Tensor& index, const Tensor& src);
-// out = zeros of `shape`, then out[index[...]] += src[...] along axis (gather's adjoint).
+// out = zeros of `shape`, then out[index[...]] += src[...] along axis (gather's adjoint);
+// src must have index's shape.
 Tensor scatter_add(const Shape& shape, int64_t axis, const Tensor& index, const Tensor& src);
 // zeros of `shape` with `src` written at a[start:end:step] along axis (slice's adjoint).
 Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t axis, int64_t start, int64_t end,
                       int64_t step);
+// Constant padding: widths[i] = (before, after) for dim i, counted from the FIRST dim; fewer
+// pairs than dims pad only the leading dims (torch.nn.functional.pad counts from the last).
 Tensor pad(const Tensor& a, const std::vector<std::pair<int64_t, int64_t>>& widths, double value = 0);
 
 // ---- losses (ops/loss.cpp) -------------------------------------------------------------

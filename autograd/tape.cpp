@@ -124,6 +124,9 @@ void check_grad_shape(const Tensor& root, const Tensor& g, const char* who) {
 
 // Store a gradient in a leaf's .grad (accumulating). The stored tensor is contiguous and owns
 // its storage, so later in-place updates (clipping, optimizers) cannot touch another tensor.
+// g is stolen only if nothing else refers to it: one handle (the caller's) on its header and
+// one header on its storage. Otherwise (a gradient the user passed in, one tensor sent to two
+// inputs, a view of another tensor) it is copied.
 void accumulate_leaf(TensorImpl& leaf, const Tensor& g, bool create_graph) {
   Tensor cur(leaf.grad);
   Tensor next;
@@ -132,7 +135,8 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g, bool create_graph) {
   } else if (create_graph) {
     next = g;
   } else {
-    const bool owned = g.is_contiguous() && g.impl().storage.use_count() == 1 && g.offset() == 0 &&
+    const bool owned = g.is_contiguous() && g.impl_ptr().use_count() == 1 && g.impl().storage.use_count() == 1 &&
+                       g.offset() == 0 &&
                        static_cast<std::int64_t>(g.impl().storage->nbytes) == g.numel() * static_cast<std::int64_t>(dtype_size(g.dtype()));
     next = owned ? g.detach() : g.detach().clone();
   }
@@ -199,6 +203,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
     }
     BackwardContext ctx(*node, opt.create_graph);
     Grads grads = node->backward(ctx, g);
+    g = Tensor();  // drop our handle, so that a gradient passed straight through can be stolen
     if (grads.size() != node->next.size())
       fail<AutogradError>("{}: backward returned {} gradients for {} inputs", node->op, grads.size(), node->next.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
@@ -209,6 +214,12 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
         fail<AutogradError>("{}: backward produced a gradient of shape {} for input {} of shape {}", node->op,
                             gi.shape(), i, node->input_shapes[i]);
       if (e.node) {
+        // A released node is no longer on the tape (compaction drops it), so the walk would
+        // never reach it and this gradient would be lost without a word: refuse here.
+        if (e.node->released)
+          fail<AutogradError>("backward: trying to backward through op '{}' a second time; its saved tensors "
+                              "were freed. Pass retain_graph=true to the first backward.",
+                              e.node->op);
         e.node->pending = accumulate(e.node->pending, gi);
       } else if (capture) {
         auto it = capture->leaf_index.find(e.leaf.get());

@@ -42,6 +42,7 @@ void Tensor::check_dtype_(DType d) const {
 }
 
 std::int64_t Tensor::size(std::int64_t axis) const {
+  if (dim() == 0) fail<IndexError>("Tensor::size: a 0-d tensor has no dimensions (asked for dim {})", axis);
   return shape()[static_cast<std::size_t>(normalize_axis(axis, dim(), "Tensor::size"))];
 }
 
@@ -358,37 +359,45 @@ Tensor randint(const Shape& s, std::int64_t lo, std::int64_t hi, Generator* gen)
 
 // -- printing ------------------------------------------------------------------------------
 namespace {
-// Prints one dimension of a tensor recursively, eliding the middle of long dims with "...".
+// Prints a tensor the way PyTorch does: rows of a dim separated by ",\n" plus one blank line
+// per further enclosing dim, nested rows indented under their opening bracket, and (for
+// more than 1000 elements) each dim longer than 6 cut to its first and last 3 entries around
+// "...". Two passes: the first only measures the widest printed element, so that the columns
+// line up over exactly the elements shown.
 struct Printer {
   const ng::Tensor& t;
   bool summarize;
-  int width;
-  int precision;
   bool integral;
+  bool measuring = true;
+  std::size_t width = 1;
   std::string out;
   static constexpr std::int64_t kEdge = 3;
+  static constexpr int kPrecision = 4;
 
-  std::string num(double v) const {
-    if (integral) return fmt::format("{:>{}}", static_cast<long long>(v), width);
-    return fmt::format("{:>{}.{}f}", v, width, precision);
+  void element(double v) {
+    const std::string s = integral ? fmt::format("{}", static_cast<long long>(v)) : fmt::format("{:.{}f}", v, kPrecision);
+    if (measuring) width = std::max(width, s.size());
+    else out += fmt::format("{:>{}}", s, width);
   }
   void rec(std::vector<std::int64_t>& idx, int d, int indent) {
     const auto n = t.shape()[static_cast<std::size_t>(d)];
     const bool last = d == t.dim() - 1;
+    // between rows of dim d: a newline per remaining dim (a blank line between matrices),
+    // then the indent of the rows' opening brackets
+    const std::string sep = last ? ", " : "," + std::string(static_cast<std::size_t>(t.dim() - d - 1), '\n') +
+                                              std::string(static_cast<std::size_t>(indent + 1), ' ');
     out += '[';
     for (std::int64_t i = 0; i < n; ++i) {
       if (summarize && n > 2 * kEdge && i == kEdge) {
-        out += last ? "..., " : fmt::format("...,\n{:{}}", "", indent + 1);
+        out += last ? " ..." : "...";
+        out += sep;
         i = n - kEdge - 1;
         continue;
       }
       idx[static_cast<std::size_t>(d)] = i;
-      if (last) {
-        out += num(t.at(idx));
-      } else {
-        rec(idx, d + 1, indent + 1);
-      }
-      if (i + 1 < n) out += last ? ", " : fmt::format(",\n{:{}}", "", indent + 1);
+      if (last) element(t.at(idx));
+      else rec(idx, d + 1, indent + 1);
+      if (i + 1 < n) out += sep;
     }
     out += ']';
   }
@@ -402,20 +411,18 @@ fmt::format_context::iterator fmt::formatter<ng::Tensor>::format(const ng::Tenso
   else if (t.requires_grad()) tail += ", requires_grad=true";
   if (summary_only) return fmt::format_to(ctx.out(), "tensor({})", tail);
   const bool integral = t.dtype() == ng::DType::i64;
-  Printer p{t, t.numel() > 1000, 0, 4, integral, {}};
+  Printer p{t, t.numel() > 1000, integral, true, 1, {}};
   if (t.dim() == 0) {
-    p.out = integral ? fmt::format("{}", static_cast<long long>(t.item())) : fmt::format("{:.4f}", t.item());
+    p.measuring = false;
+    p.element(t.item());
   } else if (t.numel() == 0) {
     p.out = "[]";
   } else {
-    // Width: the widest printed element (scan at most the first 10k elements).
-    const auto vals = t.to_vector();
-    std::size_t w = 1;
-    for (std::size_t i = 0; i < std::min<std::size_t>(vals.size(), 10000); ++i)
-      w = std::max(w, (integral ? fmt::format("{}", static_cast<long long>(vals[i])) : fmt::format("{:.4f}", vals[i])).size());
-    p.width = static_cast<int>(w);
     std::vector<std::int64_t> idx(static_cast<std::size_t>(t.dim()), 0);
-    p.rec(idx, 0, 7);
+    p.rec(idx, 0, 7);  // measure
+    p.out.clear();
+    p.measuring = false;
+    p.rec(idx, 0, 7);  // 7 = strlen("tensor(")
   }
   return fmt::format_to(ctx.out(), "tensor({},\n       {})", p.out, tail);
 }

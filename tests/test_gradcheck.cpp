@@ -71,3 +71,8 @@ TEST_CASE("gradcheck: random projections catch what an all-ones gradient hides")
   Tensor x = test::rnd({2, 5}, 5);
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return sub(v[0], mean(v[0], {1}, true)); }, {x}));
 }
+
+TEST_CASE("gradcheck: an output that is a view of the input (perturbations must be read before restoring)") {
+  Tensor x = test::rnd({3, 5}, 6);
+  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return transpose(v[0], 0, 1); }, {x}));
+}

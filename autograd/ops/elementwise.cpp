@@ -311,8 +311,16 @@ Tensor gelu(const Tensor& a) {
   // d gelu/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
   return record("gelu", {a}, out, [a](BackwardContext&, const Tensor& g) -> Grads {
     const double k = 1.0 / std::sqrt(2.0 * std::numbers::pi);
-    Tensor Phi = mul(add(unary_forward(mul(a, std::numbers::sqrt2 / 2), "gelu", [](auto x) { return std::erf(x); }), 1.0), 0.5);
     Tensor phi = mul(exp(mul(mul(a, a), -0.5)), k);
+    // Phi is recorded with dPhi/dx = phi, so that under create_graph the second derivative
+    // (2 phi(x) - x^2 phi(x)) comes out right.
+    Tensor Phi = record(
+        "gelu_cdf", {a},
+        unary_forward(a, "gelu", [](auto x) {
+          using T = decltype(x);
+          return T(0.5) * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
+        }),
+        [phi](BackwardContext&, const Tensor& gp) -> Grads { return {mul(gp, phi)}; });
     return {mul(g, add(Phi, mul(a, phi)))};
   });
 }

@@ -1,0 +1,190 @@
+// Softmax family and losses. softmax/log_softmax have fused kernels (max-shifted, so exp
+// never overflows) with backwards written in tensor ops; the losses are composites of
+// log_softmax, gather and reductions, so their gradients come from those ops.
+#include <cmath>
+#include <limits>
+
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+
+namespace ng {
+
+namespace {
+
+std::size_t U(int d) { return static_cast<std::size_t>(d); }
+
+// x viewed (contiguous) as [outer, n, inner]: each (o, j) is one row of n elements at stride
+// `inner`. softmax: y_k = exp(x_k - m) / s; log_softmax: y_k = x_k - m - log s, with
+// m = max_k x_k and s = sum_k exp(x_k - m) (accumulated in double).
+template <class T, bool kLog>
+void softmax_kernel(const T* x, T* y, std::int64_t outer, std::int64_t n, std::int64_t inner) {
+  const std::int64_t rows = outer * inner;
+#pragma omp parallel for if (rows * n > detail::kParallelGrain)
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const std::int64_t base = (r / inner) * n * inner + r % inner;
+    const T* xr = x + base;
+    T* yr = y + base;
+    T m = -std::numeric_limits<T>::infinity();
+    for (std::int64_t k = 0; k < n; ++k) m = std::max(m, xr[k * inner]);
+    double s = 0.0;
+    if constexpr (kLog) {
+      for (std::int64_t k = 0; k < n; ++k) s += static_cast<double>(std::exp(xr[k * inner] - m));
+      const T lse = m + static_cast<T>(std::log(s));
+      for (std::int64_t k = 0; k < n; ++k) yr[k * inner] = xr[k * inner] - lse;
+    } else {
+      for (std::int64_t k = 0; k < n; ++k) {
+        yr[k * inner] = std::exp(xr[k * inner] - m);
+        s += static_cast<double>(yr[k * inner]);
+      }
+      const T inv = static_cast<T>(1.0 / s);
+      for (std::int64_t k = 0; k < n; ++k) yr[k * inner] *= inv;
+    }
+  }
+}
+
+template <bool kLog>
+Tensor softmax_forward(const Tensor& a, int d, const char* op) {
+  Tensor out = empty(a.shape(), a.dtype());
+  std::int64_t outer = 1, n = 1, inner = 1;
+  if (a.dim() > 0) {
+    for (int i = 0; i < d; ++i) outer *= a.shape()[U(i)];
+    n = a.shape()[U(d)];
+    for (int i = d + 1; i < a.dim(); ++i) inner *= a.shape()[U(i)];
+  }
+  dispatch_float(a.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    const Tensor ac = a.detach().contiguous();
+    softmax_kernel<T, kLog>(ac.data<T>(), out.data<T>(), outer, n, inner);
+  });
+  return out;
+}
+
+Tensor reduce_loss(const Tensor& loss, Reduction r) {
+  switch (r) {
+    case Reduction::none: return loss;
+    case Reduction::sum: return sum(loss);
+    case Reduction::mean: break;
+  }
+  return mean(loss);
+}
+
+void check_float(const Tensor& t, const char* op, const char* what) {
+  if (!is_floating(t.dtype()))
+    fail<DTypeError>("{}: {} must be float32 or float64, got {}", op, what, t.dtype());
+}
+
+// Class-index targets: input (C), (N, C) or (N, C, d1, ...) and int64 target (), (N) or
+// (N, d1, ...) with values in [0, C). Returns the class axis.
+int check_class_targets(const Tensor& input, const Tensor& target, const char* op) {
+  check_float(input, op, "input");
+  if (target.dtype() != DType::i64)
+    fail<DTypeError>("{}: target must hold int64 class indices, got {}", op, target.dtype());
+  if (input.dim() == 0) fail<ShapeError>("{}: input must have a class dim, got shape {}", op, input.shape());
+  const int cax = input.dim() == 1 ? 0 : 1;
+  Shape expect = input.shape();
+  expect.erase(U(cax));
+  if (target.shape() != expect)
+    fail<ShapeError>("{}: target shape must be input shape {} without the class dim: {} vs {}", op, input.shape(),
+                     expect, target.shape());
+  const std::int64_t C = input.shape()[U(cax)];
+  const Tensor t = target.contiguous();
+  const std::int64_t* pt = t.data<std::int64_t>();
+  for (std::int64_t i = 0; i < t.numel(); ++i)
+    if (pt[i] < 0 || pt[i] >= C) fail<IndexError>("{}: target {} is out of range for {} classes", op, pt[i], C);
+  return cax;
+}
+
+// -log_probs[n, target[n], ...]: the picked log-probability along the class axis.
+Tensor picked_nll(const Tensor& log_probs, const Tensor& target, int cax) {
+  return neg(squeeze(gather(log_probs, cax, unsqueeze(target, cax)), cax));
+}
+
+void check_same(const Tensor& input, const Tensor& target, const char* op) {
+  check_float(input, op, "input");
+  if (target.dtype() != input.dtype())
+    fail<DTypeError>("{}: target dtype must match the input's: {} vs {}", op, input.dtype(), target.dtype());
+  if (target.shape() != input.shape())
+    fail<ShapeError>("{}: target shape must match the input's: {} vs {}", op, input.shape(), target.shape());
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& a, std::int64_t axis) {
+  const int d = normalize_axis(axis, a.dim(), "softmax");
+  const Axes ax = a.dim() ? Axes{d} : Axes{};
+  Tensor out = softmax_forward<false>(a, d, "softmax");
+  // dx = y * (g - sum_k g_k y_k)   (Jacobian diag(y) - y y^T applied to g)
+  return record(
+      "softmax", {a}, out,
+      [ax](BackwardContext& ctx, const Tensor& g) -> Grads {
+        Tensor y = ctx.output();
+        return {mul(y, sub(g, sum(mul(g, y), ax, true)))};
+      },
+      SaveOutput::yes);
+}
+
+Tensor log_softmax(const Tensor& a, std::int64_t axis) {
+  const int d = normalize_axis(axis, a.dim(), "log_softmax");
+  const Axes ax = a.dim() ? Axes{d} : Axes{};
+  Tensor out = softmax_forward<true>(a, d, "log_softmax");
+  // y = x - logsumexp(x): dx = g - softmax(x) * sum_k g_k, softmax(x) = exp(y)
+  return record(
+      "log_softmax", {a}, out,
+      [ax](BackwardContext& ctx, const Tensor& g) -> Grads {
+        Tensor y = ctx.output();
+        return {sub(g, mul(exp(y), sum(g, ax, true)))};
+      },
+      SaveOutput::yes);
+}
+
+// loss[n, ...] = -log_probs[n, target[n, ...], ...]; mean divides by the number of targets.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r) {
+  const int cax = check_class_targets(log_probs, target, "nll_loss");
+  return reduce_loss(picked_nll(log_probs, target, cax), r);
+}
+
+// cross_entropy = nll_loss(log_softmax(x, class axis)). With label smoothing eps the target
+// distribution is (1 - eps) one_hot + eps / C (PyTorch, after Szegedy et al. 2016), so
+//   loss = (1 - eps) * nll + eps * mean_c(-log p_c).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r, double label_smoothing) {
+  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
+    fail<ValueError>("cross_entropy: label_smoothing must be in [0, 1], got {}", label_smoothing);
+  const int cax = check_class_targets(logits, target, "cross_entropy");
+  Tensor log_p = log_softmax(logits, cax);
+  Tensor loss = picked_nll(log_p, target, cax);
+  if (label_smoothing > 0.0) {
+    Tensor smooth = neg(mean(log_p, {cax}));  // mean over classes of -log p_c
+    loss = add(mul(loss, 1.0 - label_smoothing), mul(smooth, label_smoothing));
+  }
+  return reduce_loss(loss, r);
+}
+
+// (x - t)^2, elementwise, then reduced.
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
+  check_same(input, target, "mse_loss");
+  Tensor d = sub(input, target);
+  return reduce_loss(mul(d, d), r);
+}
+
+// -[t log sigmoid(x) + (1 - t) log(1 - sigmoid(x))], in the stable form
+//   max(x, 0) - x t + log(1 + exp(-|x|))
+// (no exp of a large positive number, no log of 0). Derivatives: d/dx = sigmoid(x) - t,
+// d/dt = -x.
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target, Reduction r) {
+  const char* op = "binary_cross_entropy_with_logits";
+  check_same(logits, target, op);
+  Tensor loss = empty(logits.shape(), logits.dtype());
+  dispatch_float(logits.dtype(), op, [&](auto tag) {
+    using T = decltype(tag);
+    detail::binary_map<T>(logits, target, logits.shape(), loss.data<T>(), [](T x, T t) {
+      return std::max(x, T(0)) - x * t + std::log1p(std::exp(-std::abs(x)));
+    });
+  });
+  const bool target_grad = target.requires_grad();
+  loss = record(op, {logits, target}, loss, [logits, target, target_grad](BackwardContext&, const Tensor& g) -> Grads {
+    return {mul(g, sub(sigmoid(logits), target)), target_grad ? mul(g, neg(logits)) : Tensor()};
+  });
+  return reduce_loss(loss, r);
+}
+
+}  // namespace ng
