@@ -3,6 +3,7 @@
 #include "layers/activation.h"
 #include "layers/conv.h"
 #include "layers/dropout.h"
+#include "layers/embedding.h"
 #include "layers/flatten.h"
 #include "layers/init.h"
 #include "layers/linear.h"
@@ -212,4 +213,41 @@ TEST_CASE("demo CNN: output shape and parameter count of a known architecture") 
     REQUIRE(p.grad().defined());
     CHECK(p.grad().shape() == p.shape());
   }
+}
+
+TEST_CASE("Embedding: lookup values and shapes, accumulated gradient, padding_idx, gradcheck, errors") {
+  Generator g(3);
+  Embedding e(5, 3, std::nullopt, &g, DType::f64);
+  CHECK(e.repr() == "Embedding(5, 3)");
+  CHECK(e.weight.shape() == Shape{5, 3});
+  const Tensor idx = from_vector(std::vector<std::int64_t>{4, 0, 4, 2, 1, 4}, {2, 3});
+  const Tensor y = e(idx);
+  CHECK(y.shape() == Shape{2, 3, 3});
+  const auto w = e.weight.to_vector();
+  std::vector<double> expect;
+  for (std::int64_t i : {4, 0, 4, 2, 1, 4})
+    for (int k = 0; k < 3; ++k) expect.push_back(w[static_cast<std::size_t>(i * 3 + k)]);
+  CHECK(y.to_vector() == expect);
+  // d sum(y * r) / d weight[row] = sum of r over the positions that looked row up
+  Tensor r = test::rnd({2, 3, 3}, 4, false);
+  sum(mul(y, r)).backward();
+  const auto rv = r.to_vector();
+  std::vector<double> gw(15, 0.0);
+  const std::int64_t ids[] = {4, 0, 4, 2, 1, 4};
+  for (int p = 0; p < 6; ++p)
+    for (int k = 0; k < 3; ++k) gw[static_cast<std::size_t>(ids[p] * 3 + k)] += rv[static_cast<std::size_t>(p * 3 + k)];
+  test::check_values(e.weight.grad(), gw, 1e-12);
+  CHECK_GRADCHECK(nn::gradcheck(e, idx));
+
+  Embedding pe(4, 2, -1, &g, DType::f64);  // padding_idx -1 -> 3
+  CHECK(pe.repr() == "Embedding(4, 2, padding_idx=3)");
+  CHECK(select(pe.weight, 0, 3).to_vector() == std::vector<double>{0, 0});
+  const Tensor pidx = from_vector(std::vector<std::int64_t>{3, 1, 3}, {3});
+  sum(pe(pidx)).backward();
+  test::check_values(pe.weight.grad(), {0, 0, 1, 1, 0, 0, 0, 0}, 1e-12);  // row 3 gets nothing
+
+  CHECK_THROWS_WITH_AS(e(from_vector(std::vector<std::int64_t>{1, 5}, {2})),
+                       doctest::Contains("Embedding(5, 3): index 5 is out of range [0, 5)"), IndexError);
+  CHECK_THROWS_WITH_AS(e(zeros({2})), doctest::Contains("indices must be int64, got float32"), DTypeError);
+  CHECK_THROWS_AS(Embedding(4, 2, 4), IndexError);
 }
