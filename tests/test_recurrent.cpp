@@ -292,7 +292,7 @@ TEST_CASE("recurrent: truncated BPTT by detaching the carried state") {
   CHECK(x1.grad().defined());
 }
 
-TEST_CASE("recurrent: dropout between layers only in training; errors name the module") {
+TEST_CASE("recurrent: dropout between layers only in training, errors name the module") {
   Generator g(41);
   RNNOptions o = f64(&g, 2);
   o.dropout = 0.5;
