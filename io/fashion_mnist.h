@@ -32,7 +32,7 @@ inline constexpr std::array<std::string_view, 10> kFashionMnistClasses = {
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
 
 struct FashionMnistOptions {
-  std::string dir;           // empty: NORMGRAD_DATA_DIR, then kFashionMnistDefaultDir
+  std::string dir = {};      // empty: NORMGRAD_DATA_DIR, then kFashionMnistDefaultDir
   std::int64_t limit = -1;   // keep only the first `limit` samples (quick runs); -1: all
   bool normalize = true;     // false: images stay in [0, 1]
 };
