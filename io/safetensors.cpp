@@ -315,8 +315,9 @@ SafetensorsContents load_safetensors(const std::string& path) {
     }
     entries.push_back(parse_entry(key, value, data_size, path));
   }
-  // The tensors must tile [0, data_size): sorted by offset, each starts where the last ended.
-  std::sort(entries.begin(), entries.end(),
+  // The tensors must tile [0, data_size): sorted by offset (stable: empty tensors sharing an
+  // offset keep their header order), each starts where the last ended.
+  std::stable_sort(entries.begin(), entries.end(),
             [](const Entry& a, const Entry& b) { return std::tie(a.begin, a.end) < std::tie(b.begin, b.end); });
   std::uint64_t pos = 0;
   for (std::size_t i = 0; i < entries.size(); ++i) {
