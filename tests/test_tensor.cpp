@@ -299,7 +299,7 @@ TEST_CASE("random: same seed gives the same tensors, different seeds differ") {
   for (std::size_t i = 0; i < 4; ++i) CHECK(d32[i] == static_cast<double>(static_cast<float>(d64[i])));
 }
 
-TEST_CASE("random: randint stays in [lo, hi) and hits every value") {
+TEST_CASE("random: randint stays in the half-open range lo..hi and hits every value") {
   Generator g(1);
   Tensor r = randint({2000}, -3, 4, &g);
   CHECK(r.dtype() == DType::i64);

@@ -1,0 +1,358 @@
+// safetensors checkpoints: bit-exact round trips, a file composed byte by byte, every kind
+// of corruption, mismatched models, training checkpoints, and atomic replacement.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "io/data_loader.h"
+#include "io/safetensors.h"
+#include "layers/module.h"
+
+namespace fs = std::filesystem;
+using ng::io::load_safetensors;
+using ng::io::NamedTensors;
+using ng::io::save_safetensors;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  explicit TempDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("normgrad_test_" + name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& f) const { return (path / f).string(); }
+};
+
+std::string read_bytes(const std::string& path) {
+  std::string bytes(fs::file_size(path), '\0');
+  std::ifstream f(path, std::ios::binary);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
+}
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+std::string le64(std::uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
+  return s;
+}
+template <class T> std::string raw(std::initializer_list<T> values) {
+  std::string s;
+  for (T v : values) s.append(reinterpret_cast<const char*>(&v), sizeof(T));
+  return s;
+}
+// A safetensors file from a header text and a data section.
+std::string st_file(const std::string& header, const std::string& data) {
+  return le64(header.size()) + header + data;
+}
+
+bool bit_equal(const ng::Tensor& a, const ng::Tensor& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const ng::Tensor ca = a.contiguous(), cb = b.contiguous();
+  const std::size_t n = static_cast<std::size_t>(a.numel()) * ng::dtype_size(a.dtype());
+  if (n == 0) return true;
+  const auto* pa = static_cast<const char*>(ca.impl().storage->data) + static_cast<std::size_t>(ca.offset()) * ng::dtype_size(a.dtype());
+  const auto* pb = static_cast<const char*>(cb.impl().storage->data) + static_cast<std::size_t>(cb.offset()) * ng::dtype_size(b.dtype());
+  return std::memcmp(pa, pb, n) == 0;
+}
+
+// A toy layer: a parameter pair and an int64 buffer, like a norm layer's num_batches_tracked.
+struct Toy : ng::nn::Module {
+  Toy(std::int64_t in, std::int64_t out, std::uint64_t seed) {
+    ng::Generator g(seed);
+    register_parameter("weight", ng::randn({out, in}, ng::DType::f32, &g));
+    register_parameter("bias", ng::randn({out}, ng::DType::f32, &g));
+    register_buffer("num_batches_tracked", ng::full({}, static_cast<double>(seed), ng::DType::i64));
+  }
+  ng::Tensor forward(const ng::Tensor& x) override { return x; }
+  std::string type_name() const override { return "Toy"; }
+};
+
+std::shared_ptr<ng::nn::Sequential> two_toys(std::uint64_t seed, std::int64_t hidden = 5) {
+  return std::make_shared<ng::nn::Sequential>(std::make_shared<Toy>(3, hidden, seed),
+                                              std::make_shared<Toy>(hidden, 2, seed + 1));
+}
+
+}  // namespace
+
+TEST_CASE("safetensors: round trip is bit-exact for f32, f64, i64, 0-d, empty and strided tensors") {
+  TempDir dir("st_roundtrip");
+  ng::Generator g(5);
+  const ng::Tensor f32 = ng::randn({3, 5}, ng::DType::f32, &g);
+  const ng::Tensor f64 = ng::randn({7}, ng::DType::f64, &g);
+  const ng::Tensor i64 = ng::from_vector(std::vector<std::int64_t>{std::numeric_limits<std::int64_t>::min(), -1, 0,
+                                                                    1, std::numeric_limits<std::int64_t>::max(), 42},
+                                         {2, 3});
+  const ng::Tensor scalar = ng::scalar(-0.0, ng::DType::f64);
+  const ng::Tensor empty = ng::zeros({0, 3});
+  const ng::Tensor strided = ng::randn({5, 3}, ng::DType::f64, &g).t();  // [3, 5], not contiguous
+  f32.data<float>()[4] = std::numeric_limits<float>::denorm_min();
+  f64.data<double>()[2] = std::numeric_limits<double>::quiet_NaN();
+  const NamedTensors tensors = {{"z.f32", f32}, {"a.f64", f64},     {"m.i64", i64},
+                                {"scalar", scalar}, {"empty", empty}, {"strided", strided}};
+  const ng::io::Metadata meta = {{"epoch", "3"}, {"note", "ünïcode \"quoted\""}};
+  save_safetensors(dir / "t.safetensors", tensors, meta);
+
+  const auto back = load_safetensors(dir / "t.safetensors");
+  REQUIRE(back.tensors.size() == tensors.size());
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    CAPTURE(tensors[i].first);
+    CHECK(back.tensors[i].first == tensors[i].first);  // saved order is kept
+    CHECK(bit_equal(back.tensors[i].second, tensors[i].second));
+  }
+  CHECK(back.tensors[3].second.shape() == ng::Shape{});
+  CHECK(std::signbit(back.tensors[3].second.item()));
+  CHECK(back.metadata == meta);
+
+  // The layout: 8-byte length, header padded to a multiple of 8, then the packed data.
+  const std::string bytes = read_bytes(dir / "t.safetensors");
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  CHECK(n % 8 == 0);
+  const std::string header = bytes.substr(8, n);
+  CHECK(header.find("\"z.f32\":{\"dtype\":\"F32\",\"shape\":[3,5],\"data_offsets\":[0,60]}") != std::string::npos);
+  CHECK(header.find("\"scalar\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[164,172]}") != std::string::npos);
+  CHECK(header.find("\"empty\":{\"dtype\":\"F32\",\"shape\":[0,3],\"data_offsets\":[172,172]}") != std::string::npos);
+  CHECK(bytes.size() == 8 + n + 60 + 56 + 48 + 8 + 0 + 120);
+  CHECK(std::memcmp(bytes.data() + 8 + n, f32.data<float>(), 60) == 0);
+}
+
+TEST_CASE("safetensors: a file composed byte by byte loads with the expected values") {
+  TempDir dir("st_handmade");
+  // Entries listed out of order in the JSON; the data order decides the tensor order.
+  const std::string header =
+      R"({"b":{"dtype":"I64","shape":[],"data_offsets":[8,16]},)"
+      R"("__metadata__":{"format":"pt","k":"v"},)"
+      R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+      R"("c":{"dtype":"F64","shape":[1,2],"data_offsets":[16,32]},)"
+      R"("e":{"dtype":"F64","shape":[2,0],"data_offsets":[32,32]}})";
+  const std::string padded = header + std::string((8 - header.size() % 8) % 8, ' ');
+  write_bytes(dir / "h.safetensors",
+              st_file(padded, raw<float>({1.5f, -2.0f}) + raw<std::int64_t>({-7}) + raw<double>({0.1, 1e300})));
+  const auto c = load_safetensors(dir / "h.safetensors");
+  REQUIRE(c.tensors.size() == 4);
+  CHECK(c.tensors[0].first == "a");
+  CHECK(c.tensors[0].second.dtype() == ng::DType::f32);
+  CHECK(c.tensors[0].second.to_vector() == std::vector<double>{1.5, -2.0});
+  CHECK(c.tensors[1].first == "b");
+  CHECK(c.tensors[1].second.shape() == ng::Shape{});
+  CHECK(c.tensors[1].second.data<std::int64_t>()[0] == -7);
+  CHECK(c.tensors[2].first == "c");
+  CHECK(c.tensors[2].second.shape() == ng::Shape{1, 2});
+  CHECK(c.tensors[2].second.to_vector() == std::vector<double>{0.1, 1e300});
+  CHECK(c.tensors[3].second.shape() == ng::Shape{2, 0});
+  CHECK(c.metadata == ng::io::Metadata{{"format", "pt"}, {"k", "v"}});
+
+  // Unpadded headers and no metadata are fine too.
+  write_bytes(dir / "u.safetensors",
+              st_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", raw<float>({3.0f})));
+  CHECK(load_safetensors(dir / "u.safetensors").tensors[0].second.item() == 3.0);
+}
+
+TEST_CASE("safetensors: corrupt files are IOErrors naming the problem") {
+  TempDir dir("st_corrupt");
+  const std::string good_header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  const std::string good_data = raw<float>({1.0f, 2.0f});
+  auto check = [&](const std::string& name, const std::string& bytes, const std::string& expect) {
+    CAPTURE(name);
+    write_bytes(dir / name, bytes);
+    CHECK_THROWS_WITH_AS(load_safetensors(dir / name), doctest::Contains(expect.c_str()), ng::IOError);
+  };
+  CHECK_THROWS_WITH_AS(load_safetensors(dir / "missing"), doctest::Contains("no such file"), ng::IOError);
+  check("tiny", "abc", "truncated: 3 bytes, shorter than the 8-byte header length");
+  check("huge_header", le64(std::uint64_t{1} << 40) + good_header, "over the 100000000 byte limit");
+  check("header_past_end", le64(1000) + good_header, "truncated: header length 1000 vs 54 bytes");
+  check("truncated_data", st_file(good_header, good_data.substr(0, 6)),
+        "data_offsets [0, 8] outside the data section of 6 bytes");
+  check("bad_json", st_file(R"({"x": {"dtype": )", good_data), "the header is not valid JSON");
+  check("not_object", st_file("[1, 2, 3]", ""), "the header is not a JSON object");
+  check("dtype", st_file(R"({"x":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}})", good_data),
+        "tensor 'x': unsupported dtype 'F16'");
+  check("no_dtype", st_file(R"({"x":{"shape":[2],"data_offsets":[0,8]}})", good_data), "missing \"dtype\"");
+  check("neg_shape", st_file(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", good_data),
+        "shape [-2] is not a list of non-negative integers");
+  check("shape_size", st_file(R"({"x":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", good_data),
+        "shape [3] of dtype F32 does not match data_offsets [0, 8] (8 bytes)");
+  check("shape_overflow",
+        st_file(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296,4294967296],"data_offsets":[0,8]}})",
+                good_data),
+        "does not match data_offsets");
+  check("offsets_outside", st_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", good_data),
+        "outside the data section of 8 bytes");
+  check("offsets_reversed", st_file(R"({"x":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", good_data),
+        "data_offsets [8, 4] outside");
+  check("offsets_shape", st_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0]}})", good_data),
+        "\"data_offsets\" must be a list of two non-negative integers");
+  check("overlap",
+        st_file(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"y":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+                good_data),
+        "overlap");
+  check("gap", st_file(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", good_data),
+        "bytes [0, 4) of the data section belong to no tensor");
+  check("trailing", st_file(good_header, good_data + "xyz"), "3 bytes of data after the last tensor");
+  check("metadata", st_file(R"({"__metadata__":{"k":1}})", ""), "__metadata__ value for 'k' is not a string");
+}
+
+TEST_CASE("safetensors: save refuses bad names") {
+  TempDir dir("st_names");
+  const ng::Tensor t = ng::zeros({2});
+  CHECK_THROWS_WITH_AS(save_safetensors(dir / "a", {{"x", t}, {"x", t}}), doctest::Contains("duplicate tensor name 'x'"),
+                       ng::ValueError);
+  CHECK_THROWS_WITH_AS(save_safetensors(dir / "a", {{"__metadata__", t}}), doctest::Contains("reserved"),
+                       ng::ValueError);
+  CHECK_THROWS_WITH_AS(save_safetensors(dir / "a", {{"", t}}), doctest::Contains("empty name"), ng::ValueError);
+  CHECK_FALSE(fs::exists(dir / "a"));
+}
+
+TEST_CASE("save_module / load_module: round trip and one error listing every mismatch") {
+  TempDir dir("st_module");
+  auto saved = two_toys(1);
+  ng::io::save_module(dir / "m.safetensors", *saved, {{"epoch", "4"}});
+  auto loaded = two_toys(100);
+  const auto meta = ng::io::load_module(dir / "m.safetensors", *loaded);
+  CHECK(meta.at("format") == "pt");
+  CHECK(meta.at("epoch") == "4");
+  const auto a = saved->state_dict(), b = loaded->state_dict();
+  REQUIRE(a.size() == 6);
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CAPTURE(a[i].first);
+    CHECK(b[i].first == a[i].first);
+    CHECK(bit_equal(a[i].second, b[i].second));
+  }
+  // The keys in the file are PyTorch's state_dict keys.
+  const auto file = load_safetensors(dir / "m.safetensors");
+  std::vector<std::string> names;
+  for (const auto& [n, t] : file.tensors) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"0.weight", "0.bias", "0.num_batches_tracked", "1.weight", "1.bias",
+                                          "1.num_batches_tracked"});
+
+  // Hidden size 4 instead of 5 (four shape mismatches), one layer missing in the file, an
+  // extra key, a dtype mismatch: all in one message, and the model is left untouched.
+  NamedTensors sd = saved->state_dict();
+  sd.erase(sd.begin() + 3, sd.end());  // drop layer 1
+  sd.emplace_back("extra", ng::zeros({1}));
+  sd[2].second = ng::zeros({}, ng::DType::f64);  // 0.num_batches_tracked as float64
+  save_safetensors(dir / "bad.safetensors", sd);
+  auto model = two_toys(7, 4);
+  const auto before = model->state_dict()[0].second.to_vector();
+  try {
+    ng::io::load_module(dir / "bad.safetensors", *model);
+    FAIL("load_module accepted a mismatched file");
+  } catch (const ng::ValueError& e) {
+    const std::string msg = e.what();
+    CHECK(msg.find("load_module: '" + (dir / "bad.safetensors") + "' does not match the Sequential model: 7 problem(s)") !=
+          std::string::npos);
+    CHECK(msg.find("'0.weight': shape [5, 3] in the file vs [4, 3] in the model") != std::string::npos);
+    CHECK(msg.find("'0.bias': shape [5] in the file vs [4] in the model") != std::string::npos);
+    CHECK(msg.find("'0.num_batches_tracked': dtype float64 in the file vs int64 in the model") != std::string::npos);
+    CHECK(msg.find("missing key '1.weight' (the model has [2, 4] float32)") != std::string::npos);
+    CHECK(msg.find("missing key '1.bias'") != std::string::npos);
+    CHECK(msg.find("missing key '1.num_batches_tracked'") != std::string::npos);
+    CHECK(msg.find("unexpected key 'extra'") != std::string::npos);
+  }
+  CHECK(model->state_dict()[0].second.to_vector() == before);
+}
+
+TEST_CASE("save_checkpoint / load_checkpoint: model, optimizer tensors and progress in one file") {
+  TempDir dir("st_checkpoint");
+  auto model = two_toys(3);
+  ng::Generator g(9);
+  const NamedTensors optimizer = {{"state.0.exp_avg", ng::randn({5, 3}, ng::DType::f32, &g)},
+                                  {"state.0.step", ng::scalar(12.0)}};
+  ng::io::DataLoader loader({ng::zeros({10, 2}), ng::zeros({10}, ng::DType::i64)},
+                            {.batch_size = 3, .shuffle = true, .seed = 4});
+  ng::io::Batch batch;
+  loader.next(batch);
+  ng::io::save_checkpoint(dir / "ckpt.safetensors", *model, optimizer,
+                          {{"epoch", "0"}, {"optimizer", R"({"lr": 0.001})"}, {"data_loader", loader.state().to_json()}});
+
+  const auto file = load_safetensors(dir / "ckpt.safetensors");
+  CHECK(file.tensors.size() == 8);
+  CHECK(file.tensors[6].first == "optimizer.state.0.exp_avg");
+
+  auto restored = two_toys(50);
+  const auto ck = ng::io::load_checkpoint(dir / "ckpt.safetensors", *restored);
+  CHECK(bit_equal(restored->state_dict()[0].second, model->state_dict()[0].second));
+  REQUIRE(ck.optimizer.size() == 2);
+  CHECK(ck.optimizer[0].first == "state.0.exp_avg");
+  CHECK(bit_equal(ck.optimizer[0].second, optimizer[0].second));
+  CHECK(ck.optimizer[1].first == "state.0.step");
+  CHECK(ck.optimizer[1].second.item() == 12.0);
+  CHECK(ck.model.size() == 6);
+  CHECK(ck.metadata.at("format") == "pt");
+  CHECK(ck.metadata.at("optimizer") == R"({"lr": 0.001})");
+  ng::io::DataLoader resumed({ng::zeros({10, 2}), ng::zeros({10}, ng::DType::i64)},
+                             {.batch_size = 3, .shuffle = true, .seed = 4});
+  resumed.set_state(ng::io::DataLoaderState::from_json(ck.metadata.at("data_loader")));
+  CHECK(resumed.batch_index() == 1);
+  CHECK(resumed.order() == loader.order());
+
+  // A checkpoint also loads as a plain model file (the optimizer entries are skipped).
+  auto plain = two_toys(60);
+  ng::io::load_module(dir / "ckpt.safetensors", *plain);
+  CHECK(bit_equal(plain->state_dict()[3].second, model->state_dict()[3].second));
+}
+
+TEST_CASE("safetensors: a failed save leaves the previous file intact and no temporary file") {
+  TempDir dir("st_atomic");
+  const std::string path = dir / "ckpt.safetensors";
+  save_safetensors(path, {{"x", ng::full({3}, 1.0)}});
+  const std::string old_bytes = read_bytes(path);
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  auto no_temp_files = [&] {
+    for (const auto& e : fs::directory_iterator(dir.path))
+      if (e.path().filename().string().find(".tmp.") != std::string::npos && e.path() != fs::path(tmp)) return false;
+    return true;
+  };
+
+  // 1. The temporary file cannot be created (its name is taken by a directory).
+  fs::create_directory(tmp);
+  CHECK_THROWS_WITH_AS(save_safetensors(path, {{"x", ng::full({3}, 2.0)}}), doctest::Contains("cannot create"),
+                       ng::IOError);
+  CHECK(fs::is_directory(tmp));
+  fs::remove(tmp);
+  CHECK(read_bytes(path) == old_bytes);
+
+  // 2. Written in full, then the rename fails (the target is a non-empty directory): the
+  //    temporary file is removed and the directory untouched.
+  const std::string blocked = dir / "blocked";
+  fs::create_directories(fs::path(blocked) / "inside");
+  CHECK_THROWS_WITH_AS(save_safetensors(blocked, {{"x", ng::full({3}, 2.0)}}), doctest::Contains("cannot rename"),
+                       ng::IOError);
+  CHECK(fs::is_directory(fs::path(blocked) / "inside"));
+  CHECK(no_temp_files());
+  CHECK_FALSE(fs::exists(blocked + ".tmp." + std::to_string(::getpid())));
+
+  // 3. A directory we cannot write to (meaningless as root, who may write anyway).
+  fs::permissions(dir.path, fs::perms::owner_read | fs::perms::owner_exec);
+  if (::access(dir.path.c_str(), W_OK) == 0) {
+    MESSAGE("running as root: the read-only directory case is skipped");
+  } else {
+    CHECK_THROWS_AS(save_safetensors(path, {{"x", ng::full({3}, 2.0)}}), ng::IOError);
+  }
+  fs::permissions(dir.path, fs::perms::owner_all);
+  CHECK(read_bytes(path) == old_bytes);
+  CHECK(load_safetensors(path).tensors[0].second.to_vector() == std::vector<double>{1, 1, 1});
+
+  // A successful save replaces the file.
+  save_safetensors(path, {{"x", ng::full({3}, 2.0)}});
+  CHECK(load_safetensors(path).tensors[0].second.to_vector() == std::vector<double>{2, 2, 2});
+  CHECK(no_temp_files());
+}
