@@ -25,7 +25,7 @@ void print_grid(const char* title, const Grid& g) {
   for (int i = 0; i < N; ++i) fmt::print("   i={}  {:>12.6f} {:>12.6f}\n", i, g[i][0], g[i][1]);
 }
 void print_row(const char* title, const std::vector<double>& v) {
-  fmt::print("{:<44} {:>12.6f} {:>12.6f}\n", title, v[0], v[1]);
+  fmt::print("{:<50} {:>12.6f} {:>12.6f}\n", title, v[0], v[1]);
 }
 Grid to_grid(const Tensor& t) {
   const auto v = t.to_vector();
@@ -156,7 +156,7 @@ int main() {
   fmt::print("max |dgamma, dbeta by hand - library|       = {:.3e}\n", err_params);
 
   // Two facts visible in the numbers: per channel, dx sums to zero and is orthogonal to xhat
-  // (dx lies in the subspace the normalization did not remove).
+  // up to eps (the Jacobian projects out the directions of 1 and xhat; exactly when eps = 0).
   for (int c = 0; c < C; ++c) {
     double s = 0, sx = 0;
     for (int i = 0; i < N; ++i) s += dx[i][c], sx += dx[i][c] * xhat[i][c];

@@ -170,7 +170,8 @@ int main() {
   const auto ln_fn = [](const std::vector<Tensor>& in) { return layer_norm(in[0], Shape{3}); };
   Tensor x32 = from_vector(xv, {2, 3}, DType::f32).requires_grad_();
   fmt::print("gradcheck on a float32 input, default options:\n{}", gradcheck(ln_fn, {x32}));
-  fmt::print("\nThe same with allow_float32 (eps = 1e-6 is below float32's resolution of ~1e-7 * |x|):\n{}",
+  fmt::print("\nThe same with allow_float32. eps = 1e-6 is only a few float32 steps (ulps) of x: x + eps is rounded,\n"
+             "and the difference of two float32 outputs keeps about one correct digit:\n{}",
              gradcheck(ln_fn, {x32}, {.allow_float32 = true}));
   fmt::print("\nfloat32 with a step and tolerances chosen for float32 (eps = 1e-3, atol = rtol = 1e-2):\n{}",
              gradcheck(ln_fn, {x32}, {.eps = 1e-3, .atol = 1e-2, .rtol = 1e-2, .allow_float32 = true}));
@@ -180,7 +181,8 @@ int main() {
   fmt::print("\n== 4. Finite-difference error against the step eps (LayerNorm above, max over the Jacobian) ==\n");
   fmt::print("right side: truncation error of central differences, ~ eps^2 |f'''| / 6\n"
              "left side:  round-off, ~ u |f| / eps with u = 1.1e-16 (float64) or 6e-8 (float32)\n"
-             "the best step balances the two: near u^(1/3), ~5e-6 in float64 and ~4e-3 in float32\n\n");
+             "the best step balances the two: near u^(1/3), ~5e-6 in float64 and ~4e-3 in float32\n"
+             "(below ~1e-8, x + eps rounds back to x in float32: the numeric derivative is 0 and the error is |J|)\n\n");
   std::vector<double> steps, err64, err32;
   for (int k = 2; k <= 24; ++k) steps.push_back(std::pow(10.0, -k / 2.0));  // 1e-1, 10^-1.5, ..., 1e-12
   std::FILE* csv = std::fopen("gradcheck_eps.csv", "w");

@@ -23,16 +23,16 @@
 namespace svg {
 
 struct Axis {
-  std::string label;
+  std::string label = {};
   bool log = false;  // log10 scale; only positive values are drawn
   // Fixed range (in data units); when lo >= hi the range is fitted to the data.
   double lo = 0, hi = 0;
 };
 
 struct Series {
-  std::string label;
-  std::vector<double> x, y;
-  std::string color;    // empty: next colour of the palette
+  std::string label = {};
+  std::vector<double> x = {}, y = {};
+  std::string color = {};  // empty: next colour of the palette
   bool markers = true;  // a dot at every point
 };
 
@@ -169,8 +169,9 @@ inline std::string Plot::to_svg() const {
                    (y0 + y1) / 2, detail::xml(y.label));
 
   // Series: polylines broken at undrawable points, clipped to the plotting area.
+  // (A few pixels of slack so that markers on the frame are drawn whole.)
   s += fmt::format("<clipPath id=\"area\"><rect x=\"{:.1f}\" y=\"{:.1f}\" width=\"{:.1f}\" height=\"{:.1f}\"/></clipPath>\n",
-                   x0, y1, x1 - x0, y0 - y1);
+                   x0 - 4, y1 - 4, x1 - x0 + 8, y0 - y1 + 8);
   for (std::size_t k = 0; k < series.size(); ++k) {
     const Series& ser = series[k];
     const std::string color = ser.color.empty() ? palette[k % std::size(palette)] : ser.color;

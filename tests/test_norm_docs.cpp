@@ -70,7 +70,7 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 }  // namespace
 
 TEST_CASE("normalization docs: the step-by-step BatchNorm backward equals the fused one") {
-  for (const Shape s : {Shape{4, 2}, Shape{5, 3, 7}}) {
+  for (const Shape& s : {Shape{4, 2}, Shape{5, 3, 7}}) {
     INFO("x ", s);
     const std::int64_t N = s[0], C = s[1], L = s.ndim() == 3 ? s[2] : 1;
     Tensor x = test::rnd(s, 1), gamma = test::rnd(Shape{C}, 2), beta = test::rnd(Shape{C}, 3);
