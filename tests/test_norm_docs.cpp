@@ -1,6 +1,13 @@
 // The claims of docs/normalization.md, as tests: each TEST_CASE is one statement the document
 // makes about BatchNorm / LayerNorm / GroupNorm / InstanceNorm / RMSNorm, checked on numbers.
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <string>
 
 #include "tests/helpers.h"
 
@@ -179,4 +186,75 @@ TEST_CASE("normalization docs: GroupNorm spans LayerNorm and InstanceNorm") {
   // RMSNorm = LayerNorm without the mean subtraction: equal on rows with zero mean.
   const Tensor x0 = x - mean(x, {2}, true);
   CHECK(max_abs_diff(rms_norm(x0, Shape{5}, {}, 1e-5), layer_norm(x0, Shape{5})) < 1e-12);
+}
+
+// docs/normalization.md points at lines of the code ("norm.cpp:240"). When the code moves,
+// this test names the reference that went stale: each one is listed here with a piece of
+// the line it must land on (for a range "a-b": the first and the last line; a bare "}" must
+// match the whole line, indentation included). Update the page and this table together.
+TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points at its code") {
+  struct Expect {
+    const char* first;
+    const char* last;  // for ranges
+  };
+  const std::map<std::string, Expect> refs = {
+      {"norm.h:30-49", {"struct NormSpec {", "};"}},
+      {"norm.h:40-48", {"static NormSpec batch(", "  }"}},  // the end of NormSpec::rms
+      {"norm.cpp:84-96", {"void moments_kernel(", "}"}},
+      {"norm.cpp:93-94", {"mean[s] = m.mean;", "var[s] = std::max(m.m2 / m.n, 0.0);"}},
+      {"norm.cpp:118", {"yr[k] = static_cast<T>(xhat *", nullptr}},
+      {"norm.cpp:124-129", {"const double scale = rstd[s]", "ye[e] = static_cast<T>("}},
+      {"norm.cpp:157-265", {"void backward_kernel(", "}"}},
+      {"norm.cpp:195-196", {"sum_dyhat += w * dyk;", "sum_dyhat_xhat += w * dyk * xhat;"}},
+      {"norm.cpp:198-199", {"dw_t[c] += dyk * xhat;", "db_t[c] += dyk;"}},
+      {"norm.cpp:216-217", {"sum_dyhat += w * sum_dy;", "sum_dyhat_xhat += w * sum_dy_xhat;"}},
+      {"norm.cpp:219-220", {"dw_t[c] += sum_dy_xhat;", "db_t[c] += sum_dy;"}},
+      {"norm.cpp:226", {"mean_dyhat = batch_stats && sp.subtract_mean", nullptr}},
+      {"norm.cpp:226-227", {"mean_dyhat = batch_stats && sp.subtract_mean", "mean_dyhat_xhat = batch_stats ?"}},
+      {"norm.cpp:240", {"dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
+      {"norm.cpp:254", {"dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
+      {"norm.cpp:262-263", {"dweight[c] += dw_part", "dbias[c] += db_part"}},
+      {"norm.cpp:271-297", {"Grads backward_composite(", "}"}},
+      {"norm.cpp:338", {"rstd[s] = 1.0 / std::sqrt(", nullptr}},
+      {"norm.cpp:346", {"return record(op,", nullptr}},
+      {"norm.cpp:413-437", {"void update_running_stats(", "}"}},
+      {"norm.cpp:420", {"const double unbias =", nullptr}},
+      {"norm.cpp:479", {"if (N * L == 1)", nullptr}},
+  };
+  const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path();
+  auto lines_of = [&](const std::filesystem::path& p) {
+    std::ifstream in(root / p);
+    REQUIRE_MESSAGE(in.good(), "cannot open ", (root / p).string());
+    std::vector<std::string> lines{""};  // 1-based
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    return lines;
+  };
+  const std::map<std::string, std::vector<std::string>> code = {{"norm.cpp", lines_of("autograd/ops/norm.cpp")},
+                                                                {"norm.h", lines_of("autograd/ops/norm.h")}};
+  std::stringstream doc;
+  doc << std::ifstream(root / "docs/normalization.md").rdbuf();
+  const std::string text = doc.str();
+  REQUIRE(!text.empty());
+
+  auto holds = [](const std::string& line, const char* want) {
+    const std::string w(want);
+    if (w.find_first_not_of(" };") == std::string::npos) return line == w;  // a closing brace, indentation exact
+    return line.find(w) != std::string::npos;
+  };
+  std::set<std::string> seen;
+  const std::regex ref_re(R"((norm\.(?:cpp|h)):(\d+)(?:-(\d+))?)");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), ref_re); it != std::sregex_iterator(); ++it) {
+    const std::smatch& m = *it;
+    const std::string ref = m.str(0);
+    seen.insert(ref);
+    INFO("docs/normalization.md refers to ", ref);
+    const auto e = refs.find(ref);
+    REQUIRE_MESSAGE(e != refs.end(), "a new reference: add it to the table of this test");
+    const auto& lines = code.at(m.str(1));
+    const std::size_t first = std::stoul(m.str(2)), last = m[3].matched ? std::stoul(m.str(3)) : first;
+    REQUIRE(last < lines.size());
+    CHECK_MESSAGE(holds(lines[first], e->second.first), "line ", first, " is now: ", lines[first]);
+    if (m[3].matched) CHECK_MESSAGE(holds(lines[last], e->second.last), "line ", last, " is now: ", lines[last]);
+  }
+  for (const auto& [ref, _] : refs) CHECK_MESSAGE(seen.count(ref) == 1, ref, " is in the table but no longer in the page");
 }
