@@ -474,7 +474,7 @@ TEST_CASE("hvp: layer_norm and group_norm against finite differences") {
   for (std::size_t i = 0; i < 3; ++i) CHECK(max_abs_diff(hv[i], fd[i]) < 1e-6 * std::max(1.0, max_abs(hv[i])));
 }
 
-TEST_CASE("hvp: linear functions have H = 0; errors") {
+TEST_CASE("hvp: linear functions have H = 0, and the errors") {
   Tensor x = test::rnd({3}, 260);
   const Tensor v = test::rnd({3}, 261, false);
   const auto hv = hvp([](const std::vector<Tensor>& in) { return sum(mul(in[0], 2.0)); }, {x}, {v});
@@ -488,4 +488,71 @@ TEST_CASE("hvp: linear functions have H = 0; errors") {
   const Tensor data = test::rnd({3}, 262, false);
   CHECK_THROWS_WITH_AS(hvp([](const std::vector<Tensor>& in) { return sum(in[0]); }, {data}, {v}),
                        doctest::Contains("hvp: input 0 does not require grad"), AutogradError);
+}
+
+// ---- convolution and pooling ---------------------------------------------------------------
+
+TEST_CASE("double backward: conv2d") {
+  SUBCASE("3x3 kernel with padding and bias") {
+    Tensor x = test::rnd({2, 2, 3, 4}, 300), w = test::rnd({3, 2, 2, 2}, 301), b = test::rnd({3}, 302);
+    // conv2d is bilinear in (x, w): the cross derivatives d2/dx dw are nonzero on their own
+    CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return conv2d(in[0], in[1], in[2], 1, 1); }, {x, w, b});
+    CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return tanh(conv2d(in[0], in[1], in[2], 1, 1)); }, {x, w, b});
+  }
+  SUBCASE("groups, stride, dilation") {
+    Tensor x = test::rnd({1, 4, 4, 3}, 303), w = test::rnd({2, 2, 2, 2}, 304);
+    CHECK_GRADGRAD(
+        [](const std::vector<Tensor>& in) { return sq(conv2d(in[0], in[1], {}, Size2(2, 1), 1, Size2(1, 2), 2)); },
+        {x, w});
+  }
+  SUBCASE("1x1 kernel (the pointwise path)") {
+    Tensor x = test::rnd({2, 3, 2, 3}, 305), w = test::rnd({2, 3, 1, 1}, 306);
+    CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(conv2d(in[0], in[1])); }, {x, w});
+  }
+  SUBCASE("third order: the backward's backward is differentiable too") {
+    // d/dx of <u, d/dx <v, d/dx <w, conv(x, W)^3>>> checked by gradgradcheck of the gradient
+    Tensor x = test::rnd({1, 1, 3, 3}, 307), w = test::rnd({1, 1, 2, 2}, 308);
+    const Tensor v = test::rnd({1, 1, 2, 2}, 309, false);
+    CHECK_GRADGRAD(
+        [&v](const std::vector<Tensor>& in) {
+          EnableGradGuard on;
+          const Tensor y = pow(conv2d(in[0], in[1]), 3.0);
+          return ng::grad({y}, {in[0]}, {v}, {.retain_graph = true, .create_graph = true})[0];
+        },
+        {x, w});
+  }
+}
+
+TEST_CASE("double backward: max_pool2d, avg_pool2d, adaptive_avg_pool2d") {
+  Tensor x = test::rnd({1, 2, 4, 5}, 310);
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(max_pool2d(in[0], 2)); }, {x});
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(max_pool2d(in[0], 3, Size2(2), 1, 1, true)); }, {x});
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(avg_pool2d(in[0], 2)); }, {x});
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(avg_pool2d(in[0], 3, Size2(2), 1, true, false)); },
+                 {x});
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return sq(adaptive_avg_pool2d(in[0], Size2(3, 2))); }, {x});
+  Tensor x3 = test::rnd({2, 3, 3}, 311);  // unbatched (C, H, W)
+  CHECK_GRADGRAD([](const std::vector<Tensor>& in) { return tanh(max_pool2d(in[0], 2, 1)); }, {x3});
+}
+
+TEST_CASE("hvp: a small CNN with BatchNorm and pooling against finite differences") {
+  // loss = cross_entropy(linear(flatten(max_pool(relu(bn(conv(x)))))), target)
+  const Tensor x = test::rnd({3, 1, 5, 5}, 320, false);
+  const Tensor target = from_vector(std::vector<std::int64_t>{1, 0, 2}, Shape{3});
+  std::vector<Tensor> p = {test::rnd({2, 1, 3, 3}, 321), test::rnd({2}, 322), test::rnd_pos({2}, 323),
+                           test::rnd({2}, 324), test::rnd({3, 8}, 325)};
+  auto loss = [&](const std::vector<Tensor>& q) {
+    Tensor h = conv2d(x, q[0], q[1], 1, 1);                         // (3, 2, 5, 5)
+    h = tanh(batch_norm(h, {}, {}, q[2], q[3], true));
+    h = avg_pool2d(max_pool2d(h, 2, 1), 2);                          // (3, 2, 2, 2)
+    return cross_entropy(matmul(flatten(h, 1), transpose(q[4], 0, 1)), target);
+  };
+  std::vector<Tensor> v;
+  for (std::size_t i = 0; i < p.size(); ++i) v.push_back(test::rnd(p[i].shape(), 330 + i, false));
+  const auto hv = hvp(loss, p, v);
+  const auto fd = hvp_finite_difference(loss, p, v, 1e-5);
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    INFO("parameter ", i);
+    CHECK(max_abs_diff(hv[i], fd[i]) < 1e-6 * std::max(1.0, max_abs(hv[i])));
+  }
 }
