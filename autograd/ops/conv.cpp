@@ -162,6 +162,7 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* b, T* y) {
 }
 
 // gy (N, O, Ho, Wo) -> dx (N, C, H, W) (if dx), dw (O, Cg, kh, kw) (if dw), db (O) (if db).
+// x is read only for dw, w only for dx (either may be null when not needed).
 template <class T>
 void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx, T* dw, T* db) {
   const std::int64_t K = g.K(), P = g.P();
@@ -179,7 +180,6 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
       for (std::int64_t gi = 0; gi < g.groups; ++gi) {
         const std::int64_t xo = (n * g.C + gi * g.Cg) * g.H * g.W;
         const T* gyg = gy + (n * g.O + gi * g.Og) * P;
-        const T* wg = w + gi * g.Og * K;
         if (dw) {  // dW_g += gy (Og, P) @ col^T (P, K)
           const T* cp = x + xo;
           if (!g.pointwise()) {
@@ -189,6 +189,7 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
           gemm<T>(false, true, g.Og, K, P, T(1), gyg, P, cp, P, T(1), dw_local.data() + gi * g.Og * K, K);
         }
         if (dx) {  // dcol = W_g^T (K, Og) @ gy (Og, P); dx += col2im(dcol)
+          const T* wg = w + gi * g.Og * K;
           if (g.pointwise()) {
             gemm<T>(true, false, K, P, g.Og, T(1), wg, K, gyg, P, T(0), dx + xo, P);
           } else {
@@ -211,6 +212,88 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
       }
       db[o] = static_cast<T>(s);
     }
+}
+
+// ---- the op and its backward as differentiable ops -------------------------------------
+// The backward pieces are linear in each argument, so each is an op whose own backward is
+// built from the other two:
+//   y  = conv(x, w)                 <gy, y>  is bilinear in (x, w)
+//   dx = input_grad(gy, w) = A_w^T gy,       <G, dx>  = <conv(G, w), gy>
+//   dw = weight_grad(x, gy),                 <Gw, dw> = <conv(x, Gw), gy>
+// which gives:  d<G, dx>/dgy = conv(G, w),   d<G, dx>/dw = weight_grad(G, gy),
+//               d<Gw, dw>/dx = input_grad(gy, Gw),   d<Gw, dw>/dgy = conv(x, Gw).
+// First-order backward runs the fused kernel once (dx and dw together); under create_graph
+// it calls these ops instead, so the gradients are recorded and can be differentiated again.
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& weight, const ConvGeom& g);
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const ConvGeom& g);
+
+Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, const ConvGeom& g) {
+  // ---- forward --------------------------------------------------------------------------
+  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
+  const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = empty(Shape{g.N, g.O, g.Ho, g.Wo}, x.dtype());
+  dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    if (y.numel() == 0) return;
+    conv_forward<T>(g, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>());
+  });
+
+  // ---- backward (fused: im2col / GEMM / col2im kernels above) ---------------------------
+  // Saved: the contiguous input and weight (their data, no history) and which grads to make.
+  const bool need_dx = x.requires_grad(), need_dw = weight.requires_grad(),
+             need_db = bias.defined() && bias.requires_grad();
+  // x and weight themselves (not only their data) for the create_graph path.
+  return record("conv2d", {x, weight, bias}, y,
+                [g, x, weight, xc, wc, need_dx, need_dw, need_db](BackwardContext& ctx, const Tensor& gy_in) -> Grads {
+    if (ctx.create_graph())
+      return {need_dx ? conv2d_input_grad(gy_in, weight, g) : Tensor(),
+              need_dw ? conv2d_weight_grad(x, gy_in, g) : Tensor(),
+              need_db ? sum(gy_in, {0, 2, 3}) : Tensor()};
+    const Tensor gy = gy_in.contiguous();
+    Tensor dx, dw, db;
+    if (need_dx) dx = empty(xc.shape(), xc.dtype());
+    if (need_dw) dw = empty(wc.shape(), xc.dtype());
+    if (need_db) db = empty(Shape{g.O}, xc.dtype());
+    dispatch_float(xc.dtype(), "conv2d", [&](auto tag) {
+      using T = decltype(tag);
+      if (g.N == 0) {
+        for (Tensor* t : {&dx, &dw, &db})
+          if (t->defined()) t->fill_(0);
+        return;
+      }
+      conv_backward<T>(g, xc.data<T>(), wc.data<T>(), gy.data<T>(), dx.defined() ? dx.data<T>() : nullptr,
+                       dw.defined() ? dw.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr);
+    });
+    return {dx, dw, db};
+  });
+}
+
+Tensor conv2d_input_grad(const Tensor& gy, const Tensor& weight, const ConvGeom& g) {
+  const Tensor gyc = gy.detach().contiguous(), wc = weight.detach().contiguous();
+  Tensor dx = zeros(Shape{g.N, g.C, g.H, g.W}, gy.dtype());
+  dispatch_float(gy.dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    if (g.N == 0) return;
+    conv_backward<T>(g, nullptr, wc.data<T>(), gyc.data<T>(), dx.data<T>(), nullptr, nullptr);
+  });
+  return record("conv2d_input_grad", {gy, weight}, dx, [g, gy, weight](BackwardContext&, const Tensor& G) -> Grads {
+    return {gy.requires_grad() ? conv2d_op(G, weight, Tensor(), g) : Tensor(),
+            weight.requires_grad() ? conv2d_weight_grad(G, gy, g) : Tensor()};
+  });
+}
+
+Tensor conv2d_weight_grad(const Tensor& x, const Tensor& gy, const ConvGeom& g) {
+  const Tensor xc = x.detach().contiguous(), gyc = gy.detach().contiguous();
+  Tensor dw = zeros(Shape{g.O, g.Cg, g.kh, g.kw}, gy.dtype());
+  dispatch_float(gy.dtype(), "conv2d", [&](auto tag) {
+    using T = decltype(tag);
+    if (g.N == 0) return;
+    conv_backward<T>(g, xc.data<T>(), nullptr, gyc.data<T>(), nullptr, dw.data<T>(), nullptr);
+  });
+  return record("conv2d_weight_grad", {x, gy}, dw, [g, x, gy](BackwardContext&, const Tensor& Gw) -> Grads {
+    return {x.requires_grad() ? conv2d_input_grad(gy, Gw, g) : Tensor(),
+            gy.requires_grad() ? conv2d_op(x, Gw, Tensor(), g) : Tensor()};
+  });
 }
 
 }  // namespace
@@ -254,41 +337,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 s
   g.Ho = (g.H + 2 * padding.h - ekh) / stride.h + 1;
   g.Wo = (g.W + 2 * padding.w - ekw) / stride.w + 1;
 
-  // ---- forward --------------------------------------------------------------------------
-  const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
-  const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
-  Tensor y = empty(Shape{g.N, g.O, g.Ho, g.Wo}, x.dtype());
-  dispatch_float(x.dtype(), "conv2d", [&](auto tag) {
-    using T = decltype(tag);
-    if (y.numel() == 0) return;
-    conv_forward<T>(g, xc.data<T>(), wc.data<T>(), bc.defined() ? bc.data<T>() : nullptr, y.data<T>());
-  });
-
-  // ---- backward (fused: im2col / GEMM / col2im kernels above) ---------------------------
-  // Saved: the contiguous input and weight (their data, no history) and which grads to make.
-  const bool need_dx = x.requires_grad(), need_dw = weight.requires_grad(),
-             need_db = bias.defined() && bias.requires_grad();
-  return record("conv2d", {x, weight, bias}, y,
-                [g, xc, wc, need_dx, need_dw, need_db](BackwardContext& ctx, const Tensor& gy_in) -> Grads {
-    if (ctx.create_graph())
-      fail<AutogradError>("conv2d: double backward (create_graph=true) is not implemented");
-    const Tensor gy = gy_in.contiguous();
-    Tensor dx, dw, db;
-    if (need_dx) dx = empty(xc.shape(), xc.dtype());
-    if (need_dw) dw = empty(wc.shape(), xc.dtype());
-    if (need_db) db = empty(Shape{g.O}, xc.dtype());
-    dispatch_float(xc.dtype(), "conv2d", [&](auto tag) {
-      using T = decltype(tag);
-      if (g.N == 0) {
-        for (Tensor* t : {&dx, &dw, &db})
-          if (t->defined()) t->fill_(0);
-        return;
-      }
-      conv_backward<T>(g, xc.data<T>(), wc.data<T>(), gy.data<T>(), dx.defined() ? dx.data<T>() : nullptr,
-                       dw.defined() ? dw.data<T>() : nullptr, db.defined() ? db.data<T>() : nullptr);
-    });
-    return {dx, dw, db};
-  });
+  return conv2d_op(x, weight, bias, g);
 }
 
 }  // namespace ng

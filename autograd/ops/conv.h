@@ -21,7 +21,8 @@ struct Size2 {
 //                 x_padded[n, c, i*stride.h + p*dilation.h, j*stride.w + q*dilation.w]
 // x: (N, C, H, W); weight: (O, C/groups, kh, kw); bias: (O) or undefined.
 // Output (N, O, Ho, Wo) with Ho = floor((H + 2 pad.h - dilation.h (kh - 1) - 1) / stride.h) + 1.
-// Gradients for x, weight and bias (first order; a create_graph backward throws AutogradError).
+// Gradients for x, weight and bias, to any order (under create_graph the backward is made of
+// differentiable ops: see ops/conv.cpp).
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = {}, Size2 stride = 1, Size2 padding = 0,
               Size2 dilation = 1, std::int64_t groups = 1);
 

@@ -138,7 +138,11 @@ void avg_pool_backward(const T* gy, T* dx, std::int64_t planes, std::int64_t H, 
   }
 }
 
+template <class WinF>
+Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, std::int64_t work_per_out, WinF window);
+
 // Records an average pooling whose windows are given by `window` (copied into the backward).
+// y = A x with A the (sparse) averaging matrix; the backward is dx = A^T g.
 template <class WinF>
 Tensor avg_pool_op(const char* op, const Tensor& x4, Size2 out_hw, std::int64_t work_per_out, WinF window) {
   const std::int64_t N = x4.size(0), C = x4.size(1), H = x4.size(2), W = x4.size(3);
@@ -150,15 +154,69 @@ Tensor avg_pool_op(const char* op, const Tensor& x4, Size2 out_hw, std::int64_t 
     avg_pool_forward<T>(xc.data<T>(), y.data<T>(), planes, H, W, Ho, Wo, work_per_out, window);
   });
   const Shape in_shape = x4.shape();
-  return record(op, {x4}, y, [=](BackwardContext& ctx, const Tensor& g) -> Grads {
-    if (ctx.create_graph()) fail<AutogradError>("{}: double backward (create_graph=true) is not implemented", op);
-    const Tensor gc = g.contiguous();
-    Tensor dx = empty(in_shape, gc.dtype());
-    dispatch_float(gc.dtype(), op, [&](auto tag) {
-      using T = decltype(tag);
-      avg_pool_backward<T>(gc.data<T>(), dx.data<T>(), planes, H, W, Ho, Wo, work_per_out, window);
-    });
-    return {dx};
+  return record(op, {x4}, y, [=](BackwardContext&, const Tensor& g) -> Grads {
+    return {avg_pool_adjoint(g, in_shape, work_per_out, window)};
+  });
+}
+
+// dx = A^T g (the fused backward kernel) as an op of its own, recorded under create_graph so
+// that second derivatives flow through it. It is linear; its adjoint is the pooling A again.
+template <class WinF>
+Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, std::int64_t work_per_out, WinF window) {
+  const std::int64_t planes = in_shape[0] * in_shape[1], H = in_shape[2], W = in_shape[3];
+  const std::int64_t Ho = g.size(2), Wo = g.size(3);
+  const Tensor gc = g.detach().contiguous();
+  Tensor dx = empty(in_shape, gc.dtype());
+  dispatch_float(gc.dtype(), "avg_pool2d_backward", [&](auto tag) {
+    using T = decltype(tag);
+    avg_pool_backward<T>(gc.data<T>(), dx.data<T>(), planes, H, W, Ho, Wo, work_per_out, window);
+  });
+  return record("avg_pool2d_backward", {g}, dx, [=](BackwardContext&, const Tensor& gg) -> Grads {
+    return {avg_pool_op("avg_pool2d", gg, Size2(Ho, Wo), work_per_out, window)};
+  });
+}
+
+// ---- max pooling's backward as a pair of ops (each the other's adjoint) ----------------
+Tensor max_pool_gather(const Tensor& gx, const Tensor& argmax_idx, const Shape& out_shape);
+
+// dx[p, argmax(p, k)] += g[p, k]   (p = plane, k = output pixel; skipped where argmax = -1).
+// Linear in g; its adjoint reads a tensor of x's shape at the argmax positions.
+Tensor max_pool_scatter(const Tensor& g, const Tensor& argmax_idx, const Shape& in_shape) {
+  const Tensor gc = g.detach().contiguous();
+  Tensor dx = zeros(in_shape, gc.dtype());
+  const std::int64_t planes = in_shape[0] * in_shape[1];
+  const std::int64_t HW = in_shape[2] * in_shape[3], HoWo = gc.size(2) * gc.size(3);
+  dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = gc.data<T>();
+    const std::int64_t* ip = argmax_idx.data<std::int64_t>();
+    T* dxp = dx.data<T>();
+#pragma omp parallel for if (parallel_pool(planes, planes * HoWo))
+    for (std::int64_t p = 0; p < planes; ++p)
+      for (std::int64_t k = 0; k < HoWo; ++k) {
+        const std::int64_t at = ip[p * HoWo + k];
+        if (at >= 0) dxp[p * HW + at] += gp[p * HoWo + k];
+      }
+  });
+  return record("max_pool2d_backward", {g}, dx, [argmax_idx, out_shape = g.shape()](BackwardContext&, const Tensor& gg) -> Grads {
+    return {max_pool_gather(gg, argmax_idx, out_shape)};
+  });
+}
+
+// y[p, k] = gx[p, argmax(p, k)] (0 where argmax = -1): the adjoint of max_pool_scatter.
+Tensor max_pool_gather(const Tensor& gx, const Tensor& argmax_idx, const Shape& out_shape) {
+  const Tensor gc = gx.detach().contiguous();
+  Tensor y = empty(out_shape, gc.dtype());
+  const std::int64_t n = y.numel(), HW = gc.size(2) * gc.size(3), HoWo = out_shape[2] * out_shape[3];
+  dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    const T* gp = gc.data<T>();
+    const std::int64_t* ip = argmax_idx.data<std::int64_t>();
+    T* yp = y.data<T>();
+    for (std::int64_t o = 0; o < n; ++o) yp[o] = ip[o] >= 0 ? gp[(o / HoWo) * HW + ip[o]] : T(0);
+  });
+  return record("max_pool2d_gather", {gx}, y, [argmax_idx, in_shape = gx.shape()](BackwardContext&, const Tensor& gg) -> Grads {
+    return {max_pool_scatter(gg, argmax_idx, in_shape)};
   });
 }
 
@@ -181,25 +239,9 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
     max_pool_forward<T>(xc.data<T>(), y.data<T>(), argmax_idx.data<std::int64_t>(), planes, H, W, out.h, out.w, a);
   });
   const Shape in_shape = x4.shape();
-  // dx[p, argmax(p, i, j)] += gy[p, i, j]
-  y = record("max_pool2d", {x4}, y, [in_shape, argmax_idx, planes](BackwardContext& ctx, const Tensor& g) -> Grads {
-    if (ctx.create_graph()) fail<AutogradError>("max_pool2d: double backward (create_graph=true) is not implemented");
-    const Tensor gc = g.contiguous();
-    Tensor dx = zeros(in_shape, gc.dtype());
-    const std::int64_t HW = in_shape[2] * in_shape[3], HoWo = gc.size(2) * gc.size(3);
-    dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
-      using T = decltype(tag);
-      const T* gp = gc.data<T>();
-      const std::int64_t* ip = argmax_idx.data<std::int64_t>();
-      T* dxp = dx.data<T>();
-#pragma omp parallel for if (parallel_pool(planes, planes * HoWo))
-      for (std::int64_t p = 0; p < planes; ++p)
-        for (std::int64_t k = 0; k < HoWo; ++k) {
-          const std::int64_t at = ip[p * HoWo + k];
-          if (at >= 0) dxp[p * HW + at] += gp[p * HoWo + k];
-        }
-    });
-    return {dx};
+  // dx[p, argmax(p, i, j)] += gy[p, i, j]  (an op itself, so create_graph can differentiate it)
+  y = record("max_pool2d", {x4}, y, [in_shape, argmax_idx](BackwardContext&, const Tensor& g) -> Grads {
+    return {max_pool_scatter(g, argmax_idx, in_shape)};
   });
   return unbatch_like(y, x);
 }
