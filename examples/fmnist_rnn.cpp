@@ -40,7 +40,8 @@ int run(int argc, char** argv) {
       .flag("resume", "continue the run saved in --checkpoint exactly where it stopped")
       .option("csv", "fmnist_rnn.csv", "write the curves here ('' for none)")
       .option("log-every", "100", "a CSV row every N steps besides the per-epoch rows")
-      .option("max-steps", "-1", "stop after N steps in total as if interrupted (checkpoint, exit)");
+      .option("max-steps", "-1", "stop after N steps in total as if interrupted (checkpoint, exit)")
+      .option("eval-batch", "100", "test images per forward pass when measuring accuracy");
   if (!args.parse(argc, argv)) return 0;
   const std::vector<std::string> settings = {"epochs", "batch-size", "lr", "schedule", "hidden", "seed", "norm", "limit"};
   if (args.on("resume")) {
@@ -81,6 +82,7 @@ int run(int argc, char** argv) {
   cfg.csv = args.str("csv");
   cfg.log_every = args.integer("log-every");
   cfg.stop_after_step = args.integer("max-steps");
+  cfg.eval.batch_size = args.integer("eval-batch");
   for (const auto& k : settings) cfg.settings[k] = args.str(k);
   demo::install_sigint_handler();
   demo::FitResult r = demo::fit(cfg, model, opt, sched.get(), loader, test);
