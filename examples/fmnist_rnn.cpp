@@ -1,0 +1,116 @@
+// Fashion-MNIST with a layer-normalized LSTM: each image is read as a sequence of its 28 rows
+// (28 time steps of 28 features), and a Linear(128, 10) classifies the last hidden state.
+//
+//   ./build/release/bin/fmnist_rnn                  LayerNorm-LSTM, hidden 128, Adam 1e-3
+//   ./build/release/bin/fmnist_rnn --norm none      the plain LSTM
+//   ./build/release/bin/fmnist_rnn --checkpoint rnn.safetensors     (Ctrl-C, then)
+//   ./build/release/bin/fmnist_rnn --checkpoint rnn.safetensors --resume
+//
+// The LayerNorm-LSTM (layers/recurrent.h; Ba, Kiros & Hinton 2016) normalizes the input and
+// the recurrent pre-activations of the gates separately, and the cell state inside the output
+// tanh; there are no batch statistics, so training and eval compute the same function and a
+// batch of any size (even 1) behaves the same. Training as in examples/fmnist_cnn.cpp (the
+// shared loop is demo::fit in examples/common.h): progress bar, per-epoch test accuracy, CSV,
+// checkpoints, exact resume, Ctrl-C.
+#include <fmt/core.h>
+
+#include <memory>
+
+#include "common.h"
+#include "io/fashion_mnist.h"
+#include "models.h"
+#include "optim/adam.h"
+
+namespace {
+
+int run(int argc, char** argv) {
+  demo::Args args("fmnist_rnn", "Trains a LayerNorm-LSTM on Fashion-MNIST rows (examples/fmnist_rnn.cpp).");
+  args.option("epochs", "3", "passes over the training set")
+      .option("batch-size", "64", "images per step")
+      .option("lr", "0.001", "Adam learning rate")
+      .option("schedule", "cosine", "cosine (annealed to 0 over the run, per step) or constant")
+      .option("hidden", "128", "LSTM hidden size")
+      .option("seed", "1", "seeds the initialization and the shuffling")
+      .option("norm", "ln", "ln (LayerNorm-LSTM) or none (plain LSTM)")
+      .option("limit", "-1", "train on the first N training images only (-1: all 60000)")
+      .option("threads", "0", "OpenMP and OpenBLAS threads (0: OMP_NUM_THREADS or all cores)")
+      .option("data-dir", "", "Fashion-MNIST folder (default: $NORMGRAD_DATA_DIR, else " +
+                                  std::string(ng::io::kFashionMnistDefaultDir) + ")")
+      .option("checkpoint", "", "save the training state here at each epoch end (and on Ctrl-C)")
+      .flag("resume", "continue the run saved in --checkpoint exactly where it stopped")
+      .option("csv", "fmnist_rnn.csv", "write the curves here ('' for none)")
+      .option("log-every", "100", "a CSV row every N steps besides the per-epoch rows")
+      .option("max-steps", "-1", "stop after N steps in total as if interrupted (checkpoint, exit)")
+      .option("eval-batch", "100", "test images per forward pass when measuring accuracy");
+  if (!args.parse(argc, argv)) return 0;
+  const std::vector<std::string> settings = {"epochs", "batch-size", "lr", "schedule", "hidden", "seed", "norm", "limit"};
+  if (args.on("resume")) {
+    if (args.str("checkpoint").empty()) throw std::invalid_argument("--resume needs --checkpoint PATH");
+    demo::apply_checkpoint_settings(args, args.str("checkpoint"), settings);
+  }
+  const std::int64_t epochs = args.integer("epochs"), batch = args.integer("batch-size"), hidden = args.integer("hidden");
+  const double lr = args.real("lr");
+  const auto seed = static_cast<std::uint64_t>(args.integer("seed"));
+  const demo::Norm norm = demo::parse_norm(args.str("norm"));
+  const std::string schedule = args.str("schedule");
+  if (schedule != "cosine" && schedule != "constant") throw std::invalid_argument("--schedule: cosine or constant");
+  if (epochs < 1 || batch < 1 || hidden < 1) throw std::invalid_argument("--epochs, --batch-size and --hidden must be positive");
+  const int threads = demo::set_threads(args.integer("threads"));
+
+  ng::io::FashionMnistOptions data_opt{.dir = args.str("data-dir"), .limit = args.integer("limit")};
+  demo::Stopwatch load_clock;
+  ng::io::TensorDataset train = ng::io::load_fashion_mnist(ng::io::Split::train, data_opt);
+  ng::io::TensorDataset test = ng::io::load_fashion_mnist(ng::io::Split::test, {.dir = data_opt.dir});
+  fmt::print("Fashion-MNIST from {}: {} training and {} test images ({:.1f} s)\n", ng::io::fashion_mnist_dir(data_opt.dir),
+             train.size(), test.size(), load_clock.seconds());
+
+  ng::Generator gen(seed);
+  demo::SequenceClassifier model(norm, hidden, &gen);
+  ng::optim::Adam opt(model.parameters(), {.lr = lr});
+  ng::io::DataLoader loader(train, {.batch_size = batch, .shuffle = true, .seed = seed});
+  std::unique_ptr<ng::optim::LRScheduler> sched;
+  if (schedule == "cosine") sched = std::make_unique<ng::optim::CosineAnnealingLR>(opt, epochs * loader.num_batches());
+  fmt::print("{}\n{} parameters; Adam lr {}, {} schedule; batch {}, {} steps per epoch, {} epochs; {} threads; seed {}\n",
+             model, model.num_parameters(), lr, schedule, batch, loader.num_batches(), epochs, threads, seed);
+
+  demo::FitConfig cfg;
+  cfg.program = argv[0];
+  cfg.epochs = epochs;
+  cfg.checkpoint = args.str("checkpoint");
+  cfg.interrupt_checkpoint = "fmnist_rnn.interrupted.safetensors";
+  cfg.resume = args.on("resume");
+  cfg.csv = args.str("csv");
+  cfg.log_every = args.integer("log-every");
+  cfg.stop_after_step = args.integer("max-steps");
+  cfg.eval.batch_size = args.integer("eval-batch");
+  for (const auto& k : settings) cfg.settings[k] = args.str(k);
+  demo::install_sigint_handler();
+  demo::FitResult r = demo::fit(cfg, model, opt, sched.get(), loader, test);
+
+  if (!r.epochs.empty()) {
+    double train_s = 0, eval_s = 0;
+    std::int64_t images = 0;
+    for (const auto& e : r.epochs) train_s += e.train_seconds, eval_s += e.eval_seconds, images += e.images;
+    const auto n = static_cast<double>(r.epochs.size());
+    fmt::print("\nsummary: {} (hidden {}, {}), {} epoch(s) run, test accuracy {:.4f} after epoch {}; "
+               "{:.1f} s per epoch ({:.1f} s training at {:.0f} img/s, {:.1f} s testing) on {} threads; "
+               "{} steps, {:.0f} s in all\n",
+               norm == demo::Norm::layer ? "LayerNorm-LSTM" : "LSTM", hidden, r.interrupted ? "interrupted" : "finished",
+               r.epochs.size(), r.epochs.back().test_acc, r.epochs.back().epoch, (train_s + eval_s) / n, train_s / n,
+               static_cast<double>(images) / train_s, eval_s / n, threads, r.step, r.seconds);
+  }
+  if (!cfg.csv.empty()) fmt::print("curves written to {}\n", cfg.csv);
+  if (!r.interrupted && !cfg.checkpoint.empty()) fmt::print("checkpoint: {}\n", cfg.checkpoint);
+  return demo::stop_requested() ? 130 : 0;  // 130: the shell's code for "stopped by SIGINT"
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "fmnist_rnn: {}\n", e.what());
+    return 1;
+  }
+}
