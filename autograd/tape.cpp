@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "autograd/ops.h"
+#include "autograd/pool.h"
 
 namespace ng {
 
@@ -66,7 +67,7 @@ Tensor BackwardContext::output() const {
   if (!node_.saved_output)
     fail<AutogradError>("{}: backward asked for the output, but the op was recorded without SaveOutput::yes",
                         node_.op);
-  Tensor out(std::make_shared<TensorImpl>(*node_.saved_output));
+  Tensor out(detail::make_pooled<TensorImpl>(*node_.saved_output));
   if (create_graph_) {
     // Differentiable view of the output: it carries the node that made it.
     out.impl().requires_grad = true;
@@ -89,7 +90,7 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
 }
 
 Tensor attach(const char* op, std::span<const Tensor> inputs, Tensor out, BackwardFn fn, SaveOutput save) {
-  auto node = std::make_shared<Node>();
+  auto node = detail::make_pooled<Node>();  // pooled (autograd/pool.h): one per recorded op
   Tape& tp = tape();
   node->op = op;
   node->seq = tp.next_seq++;
@@ -110,7 +111,7 @@ Tensor attach(const char* op, std::span<const Tensor> inputs, Tensor out, Backwa
   node->backward = std::move(fn);
   if (save == SaveOutput::yes) {
     // A copy of the output's header (shares storage, no grad_fn): no reference cycle.
-    node->saved_output = std::make_shared<TensorImpl>(out.impl());
+    node->saved_output = detail::make_pooled<TensorImpl>(out.impl());
     node->saved_output->grad_fn.reset();
     node->saved_output->grad.reset();
     node->saved_output->requires_grad = false;

@@ -9,6 +9,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/pool.h"
 #include "autograd/random.h"
 #include "autograd/tape.h"
 
@@ -18,17 +19,9 @@ namespace {
 std::atomic<std::int64_t> g_live_storages{0};
 constexpr std::size_t kAlign = 64;  // cache line; lets the compiler use aligned vector loads
 
-// Buffers of up to kSmallMax bytes are recycled through per-thread free lists, one list per
-// power-of-two size class (64, 128, ..., 4096 bytes). Why: a tiny op allocates one buffer for
-// its output and frees one when a temporary dies; aligned_alloc + free was the largest single
-// cost of an op on small tensors. Larger buffers go straight to aligned_alloc (their kernels
-// dwarf the allocation). A buffer freed on another thread joins that thread's lists, which
-// is fine: a block is just memory. Each list keeps at most kMaxCached blocks (about 0.5 MB
-// per thread in all). Under AddressSanitizer the lists are off so that it still sees every
-// use-after-free.
-constexpr std::size_t kSmallMax = 4096;
-constexpr int kClasses = 7;
-constexpr int kMaxCached = 64;
+// The pooling switch and per-thread free lists of autograd/pool.h (see there for why).
+constexpr int kClasses = 7;                     // 64, 128, ..., 4096 bytes
+constexpr std::size_t kCacheBytes = 1 << 20;    // at most this much spare memory per class
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kRecycle = false;
 #else
@@ -36,8 +29,8 @@ constexpr bool kRecycle = true;
 #endif
 
 // Size class of a request: the smallest c with (kAlign << c) >= n.
-int size_class(std::size_t n) {
-  int c = 0;
+std::size_t size_class(std::size_t n) {
+  std::size_t c = 0;
   while ((kAlign << c) < n) ++c;
   return c;
 }
@@ -47,7 +40,7 @@ struct FreeLists {
     Block* next;
   };
   std::array<Block*, kClasses> head{};
-  std::array<int, kClasses> count{};
+  std::array<std::size_t, kClasses> count{};
   ~FreeLists();
 };
 // Set when this thread's lists are destroyed (thread exit): later frees bypass them. A plain
@@ -55,36 +48,34 @@ struct FreeLists {
 thread_local bool t_lists_gone = false;
 thread_local FreeLists t_lists;
 FreeLists::~FreeLists() {
-  for (int c = 0; c < kClasses; ++c)
-    for (Block* b = head[static_cast<std::size_t>(c)]; b;) {
+  for (Block* b : head)
+    while (b) {
       Block* next = b->next;
       std::free(b);
       b = next;
     }
   t_lists_gone = true;
 }
+}  // namespace
 
-void* allocate(std::size_t n) {
-  if (n <= kSmallMax) {
-    // Always the full class size, so that any thread may later recycle the block.
-    const auto c = static_cast<std::size_t>(size_class(n));
-    if (kRecycle && !t_lists_gone) {
-      if (FreeLists::Block* b = t_lists.head[c]) {
-        t_lists.head[c] = b->next;
-        --t_lists.count[c];
-        return b;
-      }
+void* detail::pool_alloc(std::size_t n) {
+  if (n > kPoolMax) return std::aligned_alloc(kAlign, (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign);
+  // Always the full class size, so that any thread may later recycle the block.
+  const std::size_t c = size_class(n);
+  if (kRecycle && !t_lists_gone) {
+    if (FreeLists::Block* b = t_lists.head[c]) {
+      t_lists.head[c] = b->next;
+      --t_lists.count[c];
+      return b;
     }
-    return std::aligned_alloc(kAlign, kAlign << c);
   }
-  const std::size_t rounded = (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign;
-  return std::aligned_alloc(kAlign, rounded);
+  return std::aligned_alloc(kAlign, kAlign << c);
 }
 
-void release(void* p, std::size_t n) {
-  if (kRecycle && n <= kSmallMax && !t_lists_gone) {
-    const auto c = static_cast<std::size_t>(size_class(n));
-    if (t_lists.count[c] < kMaxCached) {
+void detail::pool_free(void* p, std::size_t n) {
+  if (kRecycle && n <= kPoolMax && !t_lists_gone) {
+    const std::size_t c = size_class(n);
+    if (t_lists.count[c] < kCacheBytes / (kAlign << c)) {
       auto* b = static_cast<FreeLists::Block*>(p);
       b->next = t_lists.head[c];
       t_lists.head[c] = b;
@@ -94,17 +85,16 @@ void release(void* p, std::size_t n) {
   }
   std::free(p);
 }
-}  // namespace
 
 std::int64_t live_storage_count() { return g_live_storages.load(); }
 
 Storage::Storage(std::size_t n) : nbytes(n) {
-  data = allocate(n);
+  data = detail::pool_alloc(n);
   if (!data) fail<Error>("out of memory allocating {} bytes", n);
   ++g_live_storages;
 }
 Storage::~Storage() {
-  release(data, nbytes);
+  detail::pool_free(data, nbytes);
   --g_live_storages;
 }
 
@@ -191,7 +181,7 @@ void Tensor::backward(const Tensor& g, bool retain_graph, bool create_graph) con
 }
 
 Tensor make_view(const Tensor& t, const Shape& s, const Strides& st, std::int64_t offset) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = detail::make_pooled<TensorImpl>();
   impl->storage = t.impl().storage;
   impl->offset = offset;
   impl->shape = s;
@@ -331,8 +321,9 @@ Tensor Tensor::matmul(const Tensor& o) const { return ng::matmul(*this, o); }
 Tensor empty(const Shape& s, DType d) {
   for (auto v : s)
     if (v < 0) fail<ShapeError>("empty: negative size in shape {}", s);
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
+  // Header and storage from the pool (autograd/pool.h): both are small and short-lived.
+  auto impl = detail::make_pooled<TensorImpl>();
+  impl->storage = detail::make_pooled<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
   impl->shape = s;
   impl->strides = contiguous_strides(s);
   impl->dtype = d;
