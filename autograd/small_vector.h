@@ -90,7 +90,12 @@ class SmallVector {
     return begin() + i;
   }
 
-  bool operator==(const SmallVector& o) const { return std::equal(begin(), end(), o.begin(), o.end()); }
+  bool operator==(const SmallVector& o) const {
+    if (n_ != o.n_) return false;
+    for (std::size_t i = 0; i < n_; ++i)  // a plain loop: std::equal became a memcmp call
+      if (!(data()[i] == o.data()[i])) return false;
+    return true;
+  }
 
  private:
   bool on_heap() const { return n_ > N; }

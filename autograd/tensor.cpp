@@ -98,10 +98,7 @@ Storage::~Storage() {
   --g_live_storages;
 }
 
-TensorImpl& Tensor::impl() const {
-  if (!impl_) fail<Error>("Tensor: operation on an undefined tensor");
-  return *impl_;
-}
+void Tensor::fail_undefined_() { fail<Error>("Tensor: operation on an undefined tensor"); }
 
 void Tensor::check_dtype_(DType d) const {
   if (impl().dtype != d)
