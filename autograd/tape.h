@@ -67,6 +67,10 @@ class BackwardContext {
   // it carries the node as its grad_fn, so backward expressions using it are differentiable.
   Tensor output() const;
   bool create_graph() const { return create_graph_; }
+  // Shape of the op's i-th input, as recorded on the node: a backward that needs only input
+  // shapes can read them here instead of capturing copies (a closure that captures nothing
+  // needs no heap allocation inside the node's std::function).
+  const Shape& input_shape(std::size_t i) const { return node_.input_shapes[i]; }
 
  private:
   Node& node_;
