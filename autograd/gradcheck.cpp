@@ -54,8 +54,11 @@ struct Comparer {
 }  // namespace
 
 std::string GradcheckReport::to_string() const {
-  std::string s = fmt::format("gradcheck {} (eps={:g}, atol={:g}, rtol={:g})\n", passed ? "PASSED" : "FAILED",
-                              options.eps, options.atol, options.rtol);
+  std::string s = fmt::format("{} {} (eps={:g}, atol={:g}, rtol={:g})\n", order == 2 ? "gradgradcheck" : "gradcheck",
+                              passed ? "PASSED" : "FAILED", options.eps, options.atol, options.rtol);
+  if (order == 2)
+    s += fmt::format("  outputs: the first derivatives d<v, fn>/d in (v random, seed {}), differentiated again\n",
+                     options.seed);
   if (!error.empty()) s += fmt::format("  error: {}\n", error);
   for (const auto& w : warnings) s += fmt::format("  warning: {}\n", w);
   for (const auto& r : inputs) {
@@ -66,7 +69,10 @@ std::string GradcheckReport::to_string() const {
     s += fmt::format("  input {} {}: {}{} max_abs_err={:.3g} max_rel_err={:.3g}", r.input, r.shape,
                      r.passed ? "ok" : "MISMATCH", r.fast ? " (fast mode, v^T J u)" : "", r.max_abs_error,
                      r.max_rel_error);
-    if (!r.fast && !r.worst_input_index.empty())
+    if (!r.fast && !r.worst_input_index.empty() && !r.worst_output_name.empty())
+      s += fmt::format("\n    worst: d {} / d in{}[{}]: analytic {:.10g} vs numeric {:.10g}", r.worst_output_name,
+                       r.input, fmt::join(r.worst_input_index, ", "), r.analytic, r.numeric);
+    else if (!r.fast && !r.worst_input_index.empty())
       s += fmt::format("\n    worst: d out[{}] / d in[{}]: analytic {:.10g} vs numeric {:.10g}",
                        fmt::join(r.worst_output_index, ", "), fmt::join(r.worst_input_index, ", "), r.analytic,
                        r.numeric);
@@ -80,13 +86,16 @@ std::string GradcheckReport::to_string() const {
   return s;
 }
 
-GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs, GradcheckOptions opt) {
+namespace {
+
+// The whole check, without raising. constant_output_ok: an output that does not require grad
+// is accepted and its analytic Jacobian is zero (gradgradcheck: the first derivative of a
+// function linear in its inputs is a constant, whose derivative the numeric side must find 0).
+GradcheckReport check_jacobians(const GradcheckFn& fn, const std::vector<Tensor>& inputs, const GradcheckOptions& opt,
+                                bool constant_output_ok) {
   GradcheckReport rep;
   rep.options = opt;
-  auto finish = [&](GradcheckReport r) {
-    if (opt.raise && !r.passed) throw GradcheckError("gradcheck failed:\n" + r.to_string(), r);
-    return r;
-  };
+  auto finish = [](GradcheckReport r) { return r; };
   auto refuse = [&](std::string why) {
     rep.passed = false;
     rep.error = std::move(why);
@@ -127,7 +136,8 @@ GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].defined() && values(inputs[i]) != before[i])
       return refuse(fmt::format("fn modified input {} in place; gradcheck needs a pure function", i));
-  if (!y.requires_grad()) return refuse("the output does not require grad: fn is not differentiable in its inputs");
+  if (!y.requires_grad() && !constant_output_ok)
+    return refuse("the output does not require grad: fn is not differentiable in its inputs");
   if (opt.check_determinism) {
     const auto y1 = values(eval_nograd(fn, inputs)), y2 = values(eval_nograd(fn, inputs)), y0 = values(y);
     if (y1 != y2 || y1 != y0)
@@ -183,7 +193,7 @@ GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
       Tensor v = randn(out_shape, y.dtype(), &gen);
       std::vector<double> u(static_cast<std::size_t>(n));
       for (auto& e : u) e = gen.normal();
-      Tensor g = grad({y}, {x}, {v}, BackwardOptions{true, false}, true)[0];
+      Tensor g = y.requires_grad() ? grad({y}, {x}, {v}, BackwardOptions{true, false}, true)[0] : Tensor();
       double analytic = 0;
       if (g.defined()) {
         auto gv = values(g);
@@ -214,12 +224,93 @@ GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
       Tensor e = zeros(out_shape, y.dtype());
       if (y.dtype() == DType::f64) e.data<double>()[o] = 1.0;
       else e.data<float>()[o] = 1.0f;
-      Tensor g = grad({y}, {x}, {e}, BackwardOptions{true, false}, true)[0];
+      Tensor g = y.requires_grad() ? grad({y}, {x}, {e}, BackwardOptions{true, false}, true)[0] : Tensor();
       std::vector<double> gv = g.defined() ? values(g) : std::vector<double>(static_cast<std::size_t>(n), 0.0);
       for (std::int64_t j = 0; j < n; ++j) cmp(gv[static_cast<std::size_t>(j)], num[static_cast<std::size_t>(o * n + j)], j, o, x.shape(), out_shape);
     }
     rep.passed = rep.passed && r.passed;
     rep.inputs.push_back(r);
+  }
+  return finish(rep);
+}
+
+}  // namespace
+
+GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs, GradcheckOptions opt) {
+  GradcheckReport rep = check_jacobians(fn, inputs, opt, false);
+  if (opt.raise && !rep.passed) throw GradcheckError("gradcheck failed:\n" + rep.to_string(), rep);
+  return rep;
+}
+
+// g(inputs) = the first derivatives of <v, fn(inputs)>, flattened and concatenated, checked
+// with the first-order machinery. Its analytic Jacobian is the double backward (the tape
+// differentiating the recorded backward), its numeric one central differences of g.
+GradcheckReport gradgradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs, GradcheckOptions opt) {
+  GradcheckReport rep;
+  rep.options = opt;
+  rep.order = 2;
+  auto finish = [&](GradcheckReport r) {
+    r.order = 2;
+    if (opt.raise && !r.passed) throw GradcheckError("gradgradcheck failed:\n" + r.to_string(), r);
+    return r;
+  };
+  auto refuse = [&](std::string why) {
+    rep.passed = false;
+    rep.error = std::move(why);
+    return finish(rep);
+  };
+
+  // The inputs g differentiates with respect to (and whose first derivatives it returns).
+  std::vector<std::size_t> wrt;
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    if (inputs[i].defined() && inputs[i].requires_grad()) wrt.push_back(i);
+  if (wrt.empty()) return refuse("no input requires grad: nothing to check");
+
+  // One forward to learn the output's shape, for the random output gradient v.
+  Tensor y0;
+  try {
+    EnableGradGuard on;
+    y0 = fn(inputs);
+  } catch (const Error& e) {
+    return refuse(fmt::format("fn threw: {}", e.what()));
+  }
+  if (!y0.defined()) return refuse("fn returned an undefined tensor");
+  if (!is_floating(y0.dtype())) return refuse(fmt::format("fn returned a {} tensor", y0.dtype()));
+  if (!y0.requires_grad()) return refuse("the output does not require grad: fn is not differentiable in its inputs");
+  Generator gen(opt.seed ^ 0x9e3779b97f4a7c15ULL);  // not the stream gradcheck's fast mode draws from
+  const Tensor v = randn(y0.shape(), y0.dtype(), &gen);
+  y0 = Tensor();
+
+  // g(xs): grad mode on even when gradcheck evaluates g under NoGradGuard (finite differences):
+  // the inner grad needs the forward recorded. create_graph records the backward itself.
+  const GradcheckFn g = [&fn, &wrt, &v](const std::vector<Tensor>& xs) -> Tensor {
+    EnableGradGuard on;
+    Tensor y = fn(xs);
+    std::vector<Tensor> at;
+    for (std::size_t i : wrt) at.push_back(xs[i]);
+    std::vector<Tensor> gs = grad({y}, at, {v}, BackwardOptions{.retain_graph = true, .create_graph = true}, true);
+    std::vector<Tensor> flat;
+    for (std::size_t k = 0; k < wrt.size(); ++k)  // an unused input has first derivative 0
+      flat.push_back(gs[k].defined() ? reshape(gs[k], Shape{-1}) : zeros(Shape{xs[wrt[k]].numel()}, y.dtype()));
+    return cat(flat, 0);
+  };
+  GradcheckOptions inner = opt;
+  inner.raise = false;
+  rep = check_jacobians(g, inputs, inner, true);
+  rep.options = opt;
+
+  // Name the worst output element by the first derivative it belongs to: (d/d in1)[2, 0].
+  for (auto& r : rep.inputs) {
+    if (!r.checked || r.fast || r.worst_output_index.size() != 1) continue;
+    std::int64_t flat = r.worst_output_index[0];
+    for (std::size_t k = 0; k < wrt.size(); ++k) {
+      const Tensor& xk = inputs[wrt[k]];
+      if (flat < xk.numel()) {
+        r.worst_output_name = fmt::format("(d<v,fn>/d in{})[{}]", wrt[k], fmt::join(unravel(flat, xk.shape()), ", "));
+        break;
+      }
+      flat -= xk.numel();
+    }
   }
   return finish(rep);
 }

@@ -11,6 +11,7 @@
 // forwards per input, for inputs too large for the full Jacobian. Random (not all-ones)
 // projections matter: sum(layer_norm(x)) has zero gradient, which would hide any bug.
 // An element passes when |analytic - numeric| <= atol + rtol * |numeric| (as torch.allclose).
+// gradgradcheck (below) checks second derivatives the same way.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -46,6 +47,8 @@ struct GradcheckInputReport {
   std::vector<std::int64_t> worst_output_index;  // index into the output (full mode)
   double analytic = 0;
   double numeric = 0;
+  // gradgradcheck: the worst output element named by its first derivative, "(d<v,fn>/d in1)[2, 0]".
+  std::string worst_output_name;
 };
 
 struct GradcheckReport {
@@ -54,6 +57,7 @@ struct GradcheckReport {
   std::vector<std::string> warnings;
   std::vector<GradcheckInputReport> inputs;
   GradcheckOptions options;
+  int order = 1;  // 2: made by gradgradcheck (the outputs checked are first derivatives)
   explicit operator bool() const { return passed; }
   std::string to_string() const;
 };
@@ -69,6 +73,18 @@ using GradcheckFn = std::function<Tensor(const std::vector<Tensor>&)>;
 // in place (and restored bit-exactly), so fn may also close over tensors it reads directly
 // (a module's parameters, for the module-level check in layers/module.h).
 GradcheckReport gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs, GradcheckOptions opt = {});
+
+// gradgradcheck: second derivatives against finite differences of first derivatives (like
+// torch.autograd.gradgradcheck). With a random output gradient v (drawn from opt.seed) it defines
+//     g(inputs) = concat_i flatten( d<v, fn(inputs)>/d inputs[i] )   over the inputs requiring grad,
+// computed by ng::grad with create_graph, and checks g as gradcheck checks fn: the analytic
+// Jacobian of g comes from backpropagating through the recorded backward (double backward),
+// the numeric one from central differences of g. The options mean what they mean for
+// gradcheck. A backward that computes a derivative value outside the tape (a raw kernel, a
+// detached tensor) has a right first derivative and a wrong second one: this check reports it.
+// A function linear in its inputs has a constant first derivative; its analytic second
+// derivative is then zero, and the numeric one must agree.
+GradcheckReport gradgradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inputs, GradcheckOptions opt = {});
 
 }  // namespace ng
 

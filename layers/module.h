@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -106,7 +107,10 @@ GradcheckReport gradcheck(Module& m, const Tensor& input, GradcheckOptions opt =
 
 }  // namespace ng::nn
 
-template <> struct fmt::formatter<ng::nn::Module> : fmt::formatter<std::string_view> {
+// For Module and every class derived from it (fmt::print("{}", net) with net a Sequential).
+template <class M>
+struct fmt::formatter<M, char, std::enable_if_t<std::is_base_of_v<ng::nn::Module, M>>>
+    : fmt::formatter<std::string_view> {
   auto format(const ng::nn::Module& m, format_context& ctx) const {
     return fmt::formatter<std::string_view>::format(m.repr(), ctx);
   }

@@ -56,7 +56,7 @@ TEST_CASE("clip_grad_norm_: inf, 1 and 3 norms") {
   }
 }
 
-TEST_CASE("clip_grad_norm_: parameters without gradients are skipped; none at all gives 0") {
+TEST_CASE("clip_grad_norm_: parameters without gradients are skipped, and none at all gives 0") {
   auto ps = params_with_grads();
   Tensor none = zeros(Shape{3}, DType::f64).requires_grad_();
   ps.push_back(none);

@@ -108,7 +108,7 @@ TEST_CASE("DataLoader: shuffling is a seeded permutation, new every epoch") {
   CHECK(flat(run_epoch(pinned)) == std::vector<std::int64_t>{1, 2, 8, 0, 5, 4, 3, 6, 9, 7});
 }
 
-TEST_CASE("DataLoader: a batch you keep is never overwritten; released buffers are reused") {
+TEST_CASE("DataLoader: a batch you keep is never overwritten, and released buffers are reused") {
   DataLoader loader(numbered(9), {.batch_size = 3});
   Batch first, second;
   REQUIRE(loader.next(first));

@@ -262,7 +262,7 @@ TEST_CASE("fashion_mnist: directory from the argument, then NORMGRAD_DATA_DIR, t
   CHECK(raw.inputs.data<float>()[0] == 0.0f);
 }
 
-TEST_CASE("fashion_mnist: missing files say how to install them; bad contents are IOErrors") {
+TEST_CASE("fashion_mnist: missing files say how to install them, and bad contents are IOErrors") {
   TempDir dir("fmnist_missing");
   ScopedEnv env("NORMGRAD_DATA_DIR", nullptr);
   CHECK_THROWS_WITH_AS(ng::io::load_fashion_mnist(ng::io::Split::train, {.dir = dir.path.string()}),

@@ -256,7 +256,7 @@ TEST_CASE("RMSprop: centered, momentum and weight decay") {
 
 // ---- groups, zero_grad, missing gradients ---------------------------------------------------
 
-TEST_CASE("optimizer: zero_grad sets gradients to none; a parameter without grad is skipped") {
+TEST_CASE("optimizer: zero_grad sets gradients to none, and a parameter without grad is skipped") {
   Tensor w = make_param(), u = from_vector({1.0, 2.0}, Shape{2}, DType::f64).requires_grad_();
   Adam opt({w, u}, {.lr = 0.1});
   compute_grad(w);  // u gets no gradient

@@ -97,7 +97,7 @@ TEST_CASE("tape: gradients accumulate across backward calls, zero_grad clears") 
   test::check_values(a.grad(), {16, 1});
 }
 
-TEST_CASE("tape: backward twice needs retain_graph; the tape is empty after backward") {
+TEST_CASE("tape: backward twice needs retain_graph, and the tape is empty after backward") {
   Tensor x = vec({0.5, -1, 2});
   const std::size_t base = tape_size();
   Tensor y = sum(exp(x));

@@ -1,0 +1,88 @@
+// Module API across the layer families: state_dict keys as PyTorch names them, the printed
+// tree, parameter counts, train/eval propagation, load_state_dict.
+#include "layers/activation.h"
+#include "layers/conv.h"
+#include "layers/dropout.h"
+#include "layers/flatten.h"
+#include "layers/linear.h"
+#include "layers/pool.h"
+#include "tests/helpers.h"
+
+using namespace ng;
+using namespace ng::nn;
+
+namespace {
+std::vector<std::string> keys(const NamedTensors& nt) {
+  std::vector<std::string> k;
+  for (auto& [n, t] : nt) k.push_back(n);
+  return k;
+}
+std::shared_ptr<Sequential> small_cnn(std::uint64_t seed) {
+  Generator g(seed);
+  return std::make_shared<Sequential>(std::make_shared<Conv2d>(1, 4, 3, 1, 1, 1, 1, true, &g), std::make_shared<ReLU>(),
+                                      std::make_shared<MaxPool2d>(2), std::make_shared<Flatten>(),
+                                      std::make_shared<Linear>(4 * 3 * 3, 5, true, &g));
+}
+}  // namespace
+
+TEST_CASE("Module: state_dict keys match PyTorch's for the same Sequential structure") {
+  // torch: nn.Sequential(nn.Conv2d(1,4,3,padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(36,5))
+  auto net = small_cnn(0);
+  CHECK(keys(net->state_dict()) == std::vector<std::string>{"0.weight", "0.bias", "4.weight", "4.bias"});
+  // nested: nn.Sequential(features, nn.Dropout(), nn.Linear(5, 2, bias=False))
+  Sequential outer(net, std::make_shared<Dropout>(0.5), std::make_shared<Linear>(5, 2, false));
+  CHECK(keys(outer.state_dict()) == std::vector<std::string>{"0.0.weight", "0.0.bias", "0.4.weight", "0.4.bias", "2.weight"});
+  CHECK(keys(outer.named_parameters()) == keys(outer.state_dict()));
+  std::vector<std::string> mods;
+  for (auto& [n, m] : outer.named_modules()) mods.push_back(n + ":" + m->type_name());
+  CHECK(mods == std::vector<std::string>{":Sequential", "0:Sequential", "0.0:Conv2d", "0.1:ReLU", "0.2:MaxPool2d",
+                                         "0.3:Flatten", "0.4:Linear", "1:Dropout", "2:Linear"});
+}
+
+TEST_CASE("Module: the printed tree is PyTorch's repr") {
+  auto net = small_cnn(0);
+  Sequential outer(net, std::make_shared<Dropout>(0.25), std::make_shared<Linear>(5, 2, false));
+  const std::string expect =
+      "Sequential(\n"
+      "  (0): Sequential(\n"
+      "    (0): Conv2d(1, 4, kernel_size=(3, 3), stride=(1, 1), padding=(1, 1))\n"
+      "    (1): ReLU()\n"
+      "    (2): MaxPool2d(kernel_size=2, stride=2, padding=0, dilation=1, ceil_mode=False)\n"
+      "    (3): Flatten(start_dim=1, end_dim=-1)\n"
+      "    (4): Linear(in_features=36, out_features=5, bias=True)\n"
+      "  )\n"
+      "  (1): Dropout(p=0.25, inplace=False)\n"
+      "  (2): Linear(in_features=5, out_features=2, bias=False)\n"
+      ")";
+  CHECK(outer.repr() == expect);
+  CHECK(fmt::format("{}", outer) == expect);
+}
+
+TEST_CASE("Module: num_parameters, train/eval reach every child, load_state_dict copies values") {
+  auto a = small_cnn(1), b = small_cnn(2);
+  CHECK(a->num_parameters() == (4 * 9 + 4) + (36 * 5 + 5));
+  Sequential outer(a, std::make_shared<Dropout>(0.5));
+  outer.eval();
+  for (auto& [n, m] : outer.named_modules()) CHECK_FALSE(m->is_training());
+  outer.train();
+  for (auto& [n, m] : outer.named_modules()) CHECK(m->is_training());
+
+  Tensor x = randn({2, 1, 6, 6});
+  CHECK(a->forward(x).to_vector() != b->forward(x).to_vector());
+  b->load_state_dict(a->state_dict());
+  CHECK(a->forward(x).to_vector() == b->forward(x).to_vector());
+  // a checkpoint from another architecture: one error listing every problem
+  Linear other(3, 3);
+  CHECK_THROWS_WITH_AS(b->load_state_dict(other.state_dict()), doctest::Contains("unexpected key 'weight'"), ValueError);
+}
+
+TEST_CASE("Module: to(float64) converts every layer in place, then a module gradcheck passes") {
+  auto net = small_cnn(3);
+  Tensor w = net->named_parameters()[0].second;  // a handle held outside sees the change
+  net->to(DType::f64);
+  CHECK(w.dtype() == DType::f64);
+  CHECK(w.requires_grad());
+  GradcheckOptions fast;
+  fast.fast_mode = true;
+  CHECK_GRADCHECK(nn::gradcheck(*net, test::rnd({2, 1, 6, 6}, 4), fast));
+}

@@ -1,0 +1,141 @@
+#include <cmath>
+#include <limits>
+
+#include "tests/helpers.h"
+
+using namespace ng;
+
+namespace {
+
+// Reference pooling by its definition: every window position, every tap, bounds checked.
+// max: padding is -inf; avg: sum of in-image taps / (kh*kw if count_include_pad, else #in-image).
+std::vector<double> pool_reference(const Tensor& x, bool is_max, Size2 k, Size2 s, Size2 p, bool count_include_pad) {
+  const auto N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const auto Ho = (H + 2 * p.h - k.h) / s.h + 1, Wo = (W + 2 * p.w - k.w) / s.w + 1;
+  const auto xv = x.to_vector();
+  std::vector<double> y;
+  for (std::int64_t nc = 0; nc < N * C; ++nc)
+    for (std::int64_t i = 0; i < Ho; ++i)
+      for (std::int64_t j = 0; j < Wo; ++j) {
+        double best = -std::numeric_limits<double>::infinity(), sum = 0;
+        std::int64_t inside = 0;
+        for (std::int64_t u = 0; u < k.h; ++u)
+          for (std::int64_t v = 0; v < k.w; ++v) {
+            const auto ih = i * s.h - p.h + u, iw = j * s.w - p.w + v;
+            if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+            const double val = xv[static_cast<std::size_t>((nc * H + ih) * W + iw)];
+            best = std::max(best, val), sum += val, ++inside;
+          }
+        y.push_back(is_max ? best : sum / static_cast<double>(count_include_pad ? k.h * k.w : inside));
+      }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("max_pool2d: values and argmax gradient worked out by hand") {
+  // 4x4 input, 2x2 windows, stride 2
+  Tensor x = tensor({1, 5, 2, 0,  //
+                     3, 4, 8, 1,  //
+                     0, 2, 7, 7,  //
+                     9, 1, 3, 6},
+                    {1, 1, 4, 4}, DType::f64)
+                 .requires_grad_();
+  Tensor y = max_pool2d(x, 2);
+  CHECK(y.shape() == Shape{1, 1, 2, 2});
+  test::check_values(y, {5, 8, 9, 7});
+  sum(mul(y, tensor({1, 2, 3, 4}, {1, 1, 2, 2}, DType::f64))).backward();
+  // each window's gradient lands on its max; the tie 7, 7 goes to the first in row-major order
+  test::check_values(x.grad(), {0, 1, 0, 0, 0, 0, 2, 0, 0, 0, 4, 0, 3, 0, 0, 0});
+  // unbatched (C, H, W) input gives (C, Ho, Wo)
+  CHECK(max_pool2d(zeros({3, 4, 4}), 2).shape() == Shape{3, 2, 2});
+}
+
+TEST_CASE("avg_pool2d: padding counts in the divisor by default (count_include_pad)") {
+  Tensor x = tensor({1, 2, 3, 4, 5, 6, 7, 8, 9}, {1, 1, 3, 3});
+  // 2x2 windows, stride 2, padding 1: the corner window holds x[0,0] and three pad zeros
+  test::check_values(avg_pool2d(x, 2, 2, 1), {1.0 / 4, (2 + 3) / 4.0, (4 + 7) / 4.0, (5 + 6 + 8 + 9) / 4.0});
+  test::check_values(avg_pool2d(x, 2, 2, 1, false, false), {1.0, 2.5, 5.5, 7.0});
+  // default stride = kernel
+  test::check_values(avg_pool2d(x, 3), {5.0});
+}
+
+TEST_CASE("max_pool2d / avg_pool2d: match the definition with overlapping windows and padding") {
+  Generator gen(5);
+  Tensor x = randn({2, 3, 7, 6}, DType::f64, &gen);
+  struct Case {
+    Size2 k, s, p;
+  };
+  for (const Case c : {Case{3, 2, 0}, Case{3, 2, 1}, Case{{3, 2}, {1, 2}, {1, 0}}, Case{2, 1, 1}, Case{5, 3, 2}}) {
+    CAPTURE(c.k.h);
+    CAPTURE(c.s.h);
+    CAPTURE(c.p.h);
+    test::check_values(max_pool2d(x, c.k, c.s, c.p), pool_reference(x, true, c.k, c.s, c.p, true), 1e-12);
+    test::check_values(avg_pool2d(x, c.k, c.s, c.p), pool_reference(x, false, c.k, c.s, c.p, true), 1e-12);
+    test::check_values(avg_pool2d(x, c.k, c.s, c.p, false, false), pool_reference(x, false, c.k, c.s, c.p, false),
+                       1e-12);
+  }
+  // float32 agrees too
+  test::check_values(max_pool2d(x.to(DType::f32), 3, 2, 1), pool_reference(x, true, 3, 2, 1, true), 1e-6);
+  test::check_values(avg_pool2d(x.to(DType::f32), 3, 2, 1), pool_reference(x, false, 3, 2, 1, true), 1e-6);
+}
+
+TEST_CASE("max_pool2d: ceil_mode, dilation and NaN propagation") {
+  Tensor x = arange(25, DType::f64).reshape({1, 1, 5, 5});
+  // kernel 2 stride 2: floor gives 2x2, ceil gives 3x3 (the last window is partial)
+  CHECK(max_pool2d(x, 2).shape() == Shape{1, 1, 2, 2});
+  test::check_values(max_pool2d(x, 2, 2, 0, 1, true), {6, 8, 9, 16, 18, 19, 21, 23, 24});
+  // dilation 2, kernel 2: taps (i, j), (i, j+2), (i+2, j), (i+2, j+2)
+  test::check_values(max_pool2d(x, 2, 1, 0, 2), {12, 13, 14, 17, 18, 19, 22, 23, 24});
+  Tensor xn = tensor({1, std::nan(""), 3, 4}, {1, 1, 2, 2});
+  CHECK(std::isnan(max_pool2d(xn, 2).item()));
+}
+
+TEST_CASE("adaptive_avg_pool2d: PyTorch's windows and global average pooling") {
+  Tensor x = arange(35, DType::f64).reshape({1, 1, 5, 7});
+  // output 1: the mean of everything
+  test::check_values(adaptive_avg_pool2d(x, 1), {17.0});
+  // output (2, 3) on (5, 7): rows [0,3) and [2,5); cols [0,3), [2,5), [4,7) (overlapping)
+  std::vector<double> expect;
+  for (auto [h0, h1] : {std::pair{0, 3}, std::pair{2, 5}})
+    for (auto [w0, w1] : {std::pair{0, 3}, std::pair{2, 5}, std::pair{4, 7}}) {
+      double s = 0;
+      for (int i = h0; i < h1; ++i)
+        for (int j = w0; j < w1; ++j) s += i * 7 + j;
+      expect.push_back(s / ((h1 - h0) * (w1 - w0)));
+    }
+  Tensor y = adaptive_avg_pool2d(x, {2, 3});
+  CHECK(y.shape() == Shape{1, 1, 2, 3});
+  test::check_values(y, expect);
+  // an output that divides the input is plain average pooling
+  Tensor z = test::rnd({2, 3, 6, 4}, 3, false);
+  test::check_values(adaptive_avg_pool2d(z, {3, 2}), avg_pool2d(z, 2).to_vector(), 1e-12);
+}
+
+TEST_CASE("pooling: float64 gradcheck, overlapping windows (kernel 3, stride 2) and padding") {
+  Tensor x = test::rnd({2, 3, 7, 5}, 11);
+  auto check = [&](auto fn) { CHECK_GRADCHECK(gradcheck([&](const std::vector<Tensor>& v) { return fn(v[0]); }, {x})); };
+  check([](const Tensor& t) { return max_pool2d(t, 3, 2); });
+  check([](const Tensor& t) { return max_pool2d(t, 3, 2, 1); });
+  check([](const Tensor& t) { return max_pool2d(t, {3, 2}, Size2{1, 2}, {1, 0}, {2, 1}, true); });
+  check([](const Tensor& t) { return avg_pool2d(t, 3, 2); });
+  check([](const Tensor& t) { return avg_pool2d(t, 3, 2, 1); });
+  check([](const Tensor& t) { return avg_pool2d(t, 3, 2, 1, true, false); });
+  check([](const Tensor& t) { return adaptive_avg_pool2d(t, {3, 2}); });
+  check([](const Tensor& t) { return adaptive_avg_pool2d(t, 1); });
+}
+
+TEST_CASE("pooling: errors name the op and the shapes") {
+  Tensor x = zeros({2, 3, 4, 4});
+  CHECK_THROWS_WITH_AS(max_pool2d(zeros({4, 4}), 2), doctest::Contains("max_pool2d: expected a 3-d (C, H, W) or 4-d"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(avg_pool2d(zeros({1, 1, 1, 4, 4}), 2), doctest::Contains("avg_pool2d: expected"), ShapeError);
+  CHECK_THROWS_WITH_AS(max_pool2d(x, 5),
+                       doctest::Contains("max_pool2d: kernel (5, 5) is larger than the padded input (4, 4) of [2, 3, 4, 4]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(avg_pool2d(x, 2, Size2(0)), doctest::Contains("avg_pool2d: stride must be positive"), ValueError);
+  CHECK_THROWS_WITH_AS(max_pool2d(x, 0), doctest::Contains("kernel size must be positive"), ValueError);
+  CHECK_THROWS_WITH_AS(max_pool2d(x, 2, 2, 2), doctest::Contains("half the kernel size"), ValueError);
+  CHECK_THROWS_WITH_AS(adaptive_avg_pool2d(x, 0), doctest::Contains("adaptive_avg_pool2d: output size"), ValueError);
+  CHECK_THROWS_WITH_AS(max_pool2d(zeros({1, 1, 4, 4}, DType::i64), 2), doctest::Contains("floating"), DTypeError);
+}
