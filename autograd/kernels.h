@@ -50,7 +50,14 @@ void unary_map(const Tensor& a, U* out, F f) {
   const T* pa = a.data<T>();
   const std::int64_t n = a.numel();
   if (a.is_contiguous()) {
-#pragma omp parallel for if (n > kParallelGrain)
+    // Small tensors must not enter an OpenMP region at all: even with a false `if` clause,
+    // libgomp sets up a one-thread team (~1,600 instructions and an allocation), which costs
+    // more than a whole op on a tiny tensor.
+    if (n <= kParallelGrain) {
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(pa[i]);
+      return;
+    }
+#pragma omp parallel for
     for (std::int64_t i = 0; i < n; ++i) out[i] = f(pa[i]);
     return;
   }
@@ -69,7 +76,11 @@ void binary_map(const Tensor& a, const Tensor& b, const Shape& shape, U* out, F 
   const T* pb = b.data<T>();
   const std::int64_t n = shape.numel();
   if (a.shape() == shape && b.shape() == shape && a.is_contiguous() && b.is_contiguous()) {
-#pragma omp parallel for if (n > kParallelGrain)
+    if (n <= kParallelGrain) {  // no OpenMP region for small tensors (see unary_map)
+      for (std::int64_t i = 0; i < n; ++i) out[i] = f(pa[i], pb[i]);
+      return;
+    }
+#pragma omp parallel for
     for (std::int64_t i = 0; i < n; ++i) out[i] = f(pa[i], pb[i]);
     return;
   }

@@ -7,15 +7,20 @@
 #include <fmt/format.h>
 
 #include "autograd/error.h"
+#include "autograd/small_vector.h"
 
 namespace ng {
+
+// Dims stored inside the Shape/Strides object; more than this many go to the heap. Every
+// tensor has a shape and strides, so keeping them inline saves two allocations per tensor.
+inline constexpr std::size_t kInlineDims = 6;
 
 // A shape is a list of non-negative sizes; a 0-d tensor (a scalar) has the empty shape [].
 class Shape {
  public:
   Shape() = default;
   Shape(std::initializer_list<std::int64_t> d) : d_(d) {}
-  explicit Shape(std::vector<std::int64_t> d) : d_(std::move(d)) {}
+  explicit Shape(const std::vector<std::int64_t>& d) : d_(d.begin(), d.end()) {}
   template <class It> Shape(It b, It e) : d_(b, e) {}
 
   std::size_t size() const { return d_.size(); }
@@ -23,12 +28,12 @@ class Shape {
   std::int64_t operator[](std::size_t i) const { return d_[i]; }
   std::int64_t& operator[](std::size_t i) { return d_[i]; }
   std::int64_t back() const { return d_.back(); }
-  auto begin() const { return d_.begin(); }
-  auto end() const { return d_.end(); }
+  const std::int64_t* begin() const { return d_.begin(); }
+  const std::int64_t* end() const { return d_.end(); }
   void push_back(std::int64_t v) { d_.push_back(v); }
-  void insert(std::size_t pos, std::int64_t v) { d_.insert(d_.begin() + static_cast<std::ptrdiff_t>(pos), v); }
-  void erase(std::size_t pos) { d_.erase(d_.begin() + static_cast<std::ptrdiff_t>(pos)); }
-  const std::vector<std::int64_t>& vec() const { return d_; }
+  void insert(std::size_t pos, std::int64_t v) { d_.insert(d_.begin() + pos, v); }
+  void erase(std::size_t pos) { d_.erase(d_.begin() + pos); }
+  std::vector<std::int64_t> vec() const { return {d_.begin(), d_.end()}; }
   bool operator==(const Shape& o) const = default;
 
   std::int64_t numel() const {
@@ -38,10 +43,11 @@ class Shape {
   }
 
  private:
-  std::vector<std::int64_t> d_;
+  SmallVector<std::int64_t, kInlineDims> d_;
 };
 
-using Strides = std::vector<std::int64_t>;
+// Strides in elements, one per dim (inline like Shape, for the same reason).
+using Strides = SmallVector<std::int64_t, kInlineDims>;
 
 // Row-major (C-contiguous) strides of a shape, in elements.
 Strides contiguous_strides(const Shape& s);
@@ -61,6 +67,6 @@ std::vector<int> normalize_axes(const std::vector<std::int64_t>& axes, int ndim,
 template <> struct fmt::formatter<ng::Shape> {
   constexpr auto parse(format_parse_context& ctx) { return ctx.begin(); }
   auto format(const ng::Shape& s, format_context& ctx) const {
-    return fmt::format_to(ctx.out(), "[{}]", fmt::join(s.vec(), ", "));
+    return fmt::format_to(ctx.out(), "[{}]", fmt::join(s, ", "));
   }
 };

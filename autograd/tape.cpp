@@ -4,6 +4,7 @@
 #include <unordered_map>
 
 #include "autograd/ops.h"
+#include "autograd/pool.h"
 
 namespace ng {
 
@@ -36,8 +37,26 @@ Tape& tape() {
   return t;
 }
 
-// g1 + g2 for gradients reaching the same place along two paths.
-Tensor accumulate(const Tensor& acc, const Tensor& g) { return acc.defined() ? add(acc, g) : g; }
+// True if nothing but the `handles` handles we know of can see t's data: no other handle on
+// its header, no other header on its storage, and the storage holds exactly t's elements.
+bool sole_owner(const Tensor& t, long handles) {
+  return t.impl_ptr().use_count() == handles && t.impl().storage.use_count() == 1 && t.is_contiguous() &&
+         t.offset() == 0 &&
+         static_cast<std::int64_t>(t.impl().storage->nbytes) == t.numel() * static_cast<std::int64_t>(dtype_size(t.dtype()));
+}
+
+// g1 + g2 for gradients reaching the same place along two paths. When nothing is being
+// recorded and no one but the caller's `handles` handles can see `acc`, g is added into it
+// in place: a tensor used by k ops receives k gradients, and this saves k - 1 new tensors.
+Tensor accumulate(const Tensor& acc, const Tensor& g, long handles = 1) {
+  if (!acc.defined()) return g;
+  if (!grad_enabled() && acc.shape() == g.shape() && acc.dtype() == g.dtype() && sole_owner(acc, handles)) {
+    Tensor sum = acc;
+    sum.add_(g);
+    return sum;
+  }
+  return add(acc, g);
+}
 
 }  // namespace
 
@@ -48,7 +67,7 @@ Tensor BackwardContext::output() const {
   if (!node_.saved_output)
     fail<AutogradError>("{}: backward asked for the output, but the op was recorded without SaveOutput::yes",
                         node_.op);
-  Tensor out(std::make_shared<TensorImpl>(*node_.saved_output));
+  Tensor out(detail::make_pooled<TensorImpl>(*node_.saved_output));
   if (create_graph_) {
     // Differentiable view of the output: it carries the node that made it.
     out.impl().requires_grad = true;
@@ -70,13 +89,12 @@ bool needs_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-Tensor attach(const char* op, const std::vector<Tensor>& inputs, Tensor out, BackwardFn fn, SaveOutput save) {
-  auto node = std::make_shared<Node>();
+Tensor attach(const char* op, std::span<const Tensor> inputs, Tensor out, BackwardFn fn, SaveOutput save) {
+  auto node = detail::make_pooled<Node>();  // pooled (autograd/pool.h): one per recorded op
   Tape& tp = tape();
   node->op = op;
   node->seq = tp.next_seq++;
   node->next.resize(inputs.size());
-  node->input_shapes.reserve(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& t = inputs[i];
     if (!t.defined()) {
@@ -93,7 +111,7 @@ Tensor attach(const char* op, const std::vector<Tensor>& inputs, Tensor out, Bac
   node->backward = std::move(fn);
   if (save == SaveOutput::yes) {
     // A copy of the output's header (shares storage, no grad_fn): no reference cycle.
-    node->saved_output = std::make_shared<TensorImpl>(out.impl());
+    node->saved_output = detail::make_pooled<TensorImpl>(out.impl());
     node->saved_output->grad_fn.reset();
     node->saved_output->grad.reset();
     node->saved_output->requires_grad = false;
@@ -131,7 +149,7 @@ void accumulate_leaf(TensorImpl& leaf, const Tensor& g, bool create_graph) {
   Tensor cur(leaf.grad);
   Tensor next;
   if (cur.defined()) {
-    next = add(cur, g);
+    next = accumulate(cur, g, /*handles: leaf.grad and cur*/ 2);
   } else if (create_graph) {
     next = g;
   } else {
@@ -285,7 +303,7 @@ std::vector<TapeEntry> tape_entries() {
   std::vector<TapeEntry> out;
   for (auto& w : tp.nodes)
     if (auto n = w.lock(); n && !n->released)
-      out.push_back({n->seq, n->op, n->input_shapes, n->out_shape, n->dtype});
+      out.push_back({n->seq, n->op, {n->input_shapes.begin(), n->input_shapes.end()}, n->out_shape, n->dtype});
   return out;
 }
 

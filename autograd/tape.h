@@ -25,9 +25,11 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "autograd/small_vector.h"
 #include "autograd/tensor.h"
 
 namespace ng {
@@ -46,8 +48,9 @@ struct Edge {
 struct Node : std::enable_shared_from_this<Node> {
   const char* op = "";
   std::uint64_t seq = 0;              // position in execution order
-  std::vector<Edge> next;             // one per input
-  std::vector<Shape> input_shapes;    // for the printable summary
+  // Inline room for 3 inputs (x, weight, bias) saves two allocations per recorded op.
+  SmallVector<Edge, 3> next;          // one per input
+  SmallVector<Shape, 3> input_shapes; // for the printable summary and the gradient shape check
   Shape out_shape;
   DType dtype = DType::f32;
   std::shared_ptr<TensorImpl> saved_output;  // the output's data, if backward needs it
@@ -64,6 +67,10 @@ class BackwardContext {
   // it carries the node as its grad_fn, so backward expressions using it are differentiable.
   Tensor output() const;
   bool create_graph() const { return create_graph_; }
+  // Shape of the op's i-th input, as recorded on the node: a backward that needs only input
+  // shapes can read them here instead of capturing copies (a closure that captures nothing
+  // needs no heap allocation inside the node's std::function).
+  const Shape& input_shape(std::size_t i) const { return node_.input_shapes[i]; }
 
  private:
   Node& node_;
@@ -104,15 +111,16 @@ bool needs_grad(std::initializer_list<Tensor> inputs);
 bool needs_grad(const std::vector<Tensor>& inputs);
 
 // Attach a node to `out` (see the comment at the top). Returns `out`.
-Tensor attach(const char* op, const std::vector<Tensor>& inputs, Tensor out, BackwardFn fn,
-              SaveOutput save);
+// (A span, so that record's initializer_list needs no std::vector copy of its inputs.)
+Tensor attach(const char* op, std::span<const Tensor> inputs, Tensor out, BackwardFn fn, SaveOutput save);
 
 // The form ops use: the backward lambda is turned into a node only when needed.
 template <class F>
 Tensor record(const char* op, std::initializer_list<Tensor> inputs, Tensor out, F&& fn,
               SaveOutput save = SaveOutput::no) {
   if (!needs_grad(inputs)) return out;
-  return attach(op, std::vector<Tensor>(inputs), std::move(out), BackwardFn(std::forward<F>(fn)), save);
+  return attach(op, std::span<const Tensor>(inputs.begin(), inputs.size()), std::move(out),
+                BackwardFn(std::forward<F>(fn)), save);
 }
 template <class F>
 Tensor record(const char* op, const std::vector<Tensor>& inputs, Tensor out, F&& fn,

@@ -1,6 +1,7 @@
 #include "autograd/tensor.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -8,6 +9,7 @@
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/pool.h"
 #include "autograd/random.h"
 #include "autograd/tape.h"
 
@@ -16,25 +18,87 @@ namespace ng {
 namespace {
 std::atomic<std::int64_t> g_live_storages{0};
 constexpr std::size_t kAlign = 64;  // cache line; lets the compiler use aligned vector loads
+
+// The pooling switch and per-thread free lists of autograd/pool.h (see there for why).
+constexpr int kClasses = 7;                     // 64, 128, ..., 4096 bytes
+constexpr std::size_t kCacheBytes = 1 << 20;    // at most this much spare memory per class
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kRecycle = false;
+#else
+constexpr bool kRecycle = true;
+#endif
+
+// Size class of a request: the smallest c with (kAlign << c) >= n.
+std::size_t size_class(std::size_t n) {
+  std::size_t c = 0;
+  while ((kAlign << c) < n) ++c;
+  return c;
+}
+
+struct FreeLists {
+  struct Block {
+    Block* next;
+  };
+  std::array<Block*, kClasses> head{};
+  std::array<std::size_t, kClasses> count{};
+  ~FreeLists();
+};
+// Set when this thread's lists are destroyed (thread exit): later frees bypass them. A plain
+// bool has no destructor, so it stays readable during the rest of the thread's teardown.
+thread_local bool t_lists_gone = false;
+thread_local FreeLists t_lists;
+FreeLists::~FreeLists() {
+  for (Block* b : head)
+    while (b) {
+      Block* next = b->next;
+      std::free(b);
+      b = next;
+    }
+  t_lists_gone = true;
+}
 }  // namespace
+
+void* detail::pool_alloc(std::size_t n) {
+  if (n > kPoolMax) return std::aligned_alloc(kAlign, (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign);
+  // Always the full class size, so that any thread may later recycle the block.
+  const std::size_t c = size_class(n);
+  if (kRecycle && !t_lists_gone) {
+    if (FreeLists::Block* b = t_lists.head[c]) {
+      t_lists.head[c] = b->next;
+      --t_lists.count[c];
+      return b;
+    }
+  }
+  return std::aligned_alloc(kAlign, kAlign << c);
+}
+
+void detail::pool_free(void* p, std::size_t n) {
+  if (kRecycle && n <= kPoolMax && !t_lists_gone) {
+    const std::size_t c = size_class(n);
+    if (t_lists.count[c] < kCacheBytes / (kAlign << c)) {
+      auto* b = static_cast<FreeLists::Block*>(p);
+      b->next = t_lists.head[c];
+      t_lists.head[c] = b;
+      ++t_lists.count[c];
+      return;
+    }
+  }
+  std::free(p);
+}
 
 std::int64_t live_storage_count() { return g_live_storages.load(); }
 
 Storage::Storage(std::size_t n) : nbytes(n) {
-  const std::size_t rounded = (std::max<std::size_t>(n, 1) + kAlign - 1) / kAlign * kAlign;
-  data = std::aligned_alloc(kAlign, rounded);
+  data = detail::pool_alloc(n);
   if (!data) fail<Error>("out of memory allocating {} bytes", n);
   ++g_live_storages;
 }
 Storage::~Storage() {
-  std::free(data);
+  detail::pool_free(data, nbytes);
   --g_live_storages;
 }
 
-TensorImpl& Tensor::impl() const {
-  if (!impl_) fail<Error>("Tensor: operation on an undefined tensor");
-  return *impl_;
-}
+void Tensor::fail_undefined_() { fail<Error>("Tensor: operation on an undefined tensor"); }
 
 void Tensor::check_dtype_(DType d) const {
   if (impl().dtype != d)
@@ -114,7 +178,7 @@ void Tensor::backward(const Tensor& g, bool retain_graph, bool create_graph) con
 }
 
 Tensor make_view(const Tensor& t, const Shape& s, const Strides& st, std::int64_t offset) {
-  auto impl = std::make_shared<TensorImpl>();
+  auto impl = detail::make_pooled<TensorImpl>();
   impl->storage = t.impl().storage;
   impl->offset = offset;
   impl->shape = s;
@@ -254,8 +318,9 @@ Tensor Tensor::matmul(const Tensor& o) const { return ng::matmul(*this, o); }
 Tensor empty(const Shape& s, DType d) {
   for (auto v : s)
     if (v < 0) fail<ShapeError>("empty: negative size in shape {}", s);
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
+  // Header and storage from the pool (autograd/pool.h): both are small and short-lived.
+  auto impl = detail::make_pooled<TensorImpl>();
+  impl->storage = detail::make_pooled<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
   impl->shape = s;
   impl->strides = contiguous_strides(s);
   impl->dtype = d;

@@ -116,12 +116,17 @@ class Tensor {
   Tensor& add_(const Tensor& o, double alpha = 1.0);
   Tensor& mul_(double s);
 
-  TensorImpl& impl() const;
+  // Inline (every op calls it several times); the error path stays out of line.
+  TensorImpl& impl() const {
+    if (!impl_) [[unlikely]] fail_undefined_();
+    return *impl_;
+  }
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
   bool same(const Tensor& o) const { return impl_ == o.impl_; }
 
  private:
   void check_dtype_(DType d) const;
+  [[noreturn]] static void fail_undefined_();
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -46,17 +46,17 @@ Tensor unary_forward(const Tensor& a, const char* op, F f) {
 
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(a, b, "add", [](auto x, auto y) { return x + y; });
-  // d(a+b)/da = 1, d(a+b)/db = 1
-  return record("add", {a, b}, out, [sa = a.shape(), sb = b.shape()](BackwardContext&, const Tensor& g) -> Grads {
-    return {sum_to(g, sa), sum_to(g, sb)};
+  // d(a+b)/da = 1, d(a+b)/db = 1 (input shapes from the node: nothing captured, no allocation)
+  return record("add", {a, b}, out, [](BackwardContext& ctx, const Tensor& g) -> Grads {
+    return {sum_to(g, ctx.input_shape(0)), sum_to(g, ctx.input_shape(1))};
   });
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor out = binary_forward(a, b, "sub", [](auto x, auto y) { return x - y; });
   // d(a-b)/da = 1, d(a-b)/db = -1
-  return record("sub", {a, b}, out, [sa = a.shape(), sb = b.shape()](BackwardContext&, const Tensor& g) -> Grads {
-    return {sum_to(g, sa), sum_to(neg(g), sb)};
+  return record("sub", {a, b}, out, [](BackwardContext& ctx, const Tensor& g) -> Grads {
+    return {sum_to(g, ctx.input_shape(0)), sum_to(neg(g), ctx.input_shape(1))};
   });
 }
 
