@@ -523,6 +523,8 @@ inline FitResult fit(const FitConfig& cfg, ng::nn::Module& model, ng::optim::Opt
     }
     if (!cfg.checkpoint.empty()) save(cfg.checkpoint, loader.epoch());
   }
+  if (cfg.resume && res.step_losses.empty() && !res.interrupted && !cfg.quiet)
+    fmt::print("nothing to do: the run in {} already finished its {} epoch(s)\n", cfg.checkpoint, cfg.epochs);
   res.seconds = elapsed();
   return res;
 }
