@@ -268,7 +268,7 @@ int run(int argc, char** argv) {
         if (const Row* r = find(n, static_cast<std::int64_t>(b))) s.x.push_back(b), s.y.push_back(r->eval_acc), lo = std::min(lo, r->eval_acc);
       series.push_back(s);
     }
-    demo::Series bn_train{"BN, train mode", {}, {}};
+    demo::Series bn_train{"BN, train mode", {}, {}, true};
     for (double b : xs)
       if (const Row* r = find(demo::Norm::batch, static_cast<std::int64_t>(b)))
         bn_train.x.push_back(b), bn_train.y.push_back(r->train_acc), lo = std::min(lo, r->train_acc);
@@ -276,7 +276,7 @@ int run(int argc, char** argv) {
     const double y_min = std::floor(lo * 20) / 20;  // down to a multiple of 5%
     std::ofstream(args.str("svg")) << demo::svg_line_plot(
         fmt::format("Fashion-MNIST test accuracy after {} images", cnn_train.size()), "batch size (log scale)",
-        "test accuracy (eval mode)", series, xs, true, y_min, 1.0);
+        "test accuracy", series, xs, true, y_min, 1.0);
     fmt::print("plot written to {}\n", args.str("svg"));
   }
   return 0;

@@ -523,6 +523,8 @@ inline FitResult fit(const FitConfig& cfg, ng::nn::Module& model, ng::optim::Opt
     }
     if (!cfg.checkpoint.empty()) save(cfg.checkpoint, loader.epoch());
   }
+  if (cfg.resume && res.step_losses.empty() && !res.interrupted && !cfg.quiet)
+    fmt::print("nothing to do: the run in {} already finished its {} epoch(s)\n", cfg.checkpoint, cfg.epochs);
   res.seconds = elapsed();
   return res;
 }
@@ -559,6 +561,7 @@ inline void apply_checkpoint_settings(Args& args, const std::string& path, const
 struct Series {
   std::string name;
   std::vector<double> x, y;
+  bool dashed = false;
 };
 
 // Lines with markers, one colour per series, a legend, ticks at the given x values (drawn on
@@ -599,12 +602,13 @@ inline std::string svg_line_plot(const std::string& title, const std::string& x_
     const Series& se = series[k];
     std::string pts;
     for (std::size_t i = 0; i < se.x.size(); ++i) pts += fmt::format("{:.1f},{:.1f} ", px(se.x[i]), py(se.y[i]));
-    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"/>\n", pts, c);
+    const char* dash = se.dashed ? " stroke-dasharray=\"6 4\"" : "";
+    s += fmt::format("<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", pts, c, dash);
     for (std::size_t i = 0; i < se.x.size(); ++i)
       s += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3.5\" fill=\"{}\"/>\n", px(se.x[i]), py(se.y[i]), c);
     const double ly = top + 14 + 20.0 * static_cast<double>(k);
-    s += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"/>\n", left + pw + 12, ly,
-                     left + pw + 34, ly, c);
+    s += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"{}\" stroke-width=\"2\"{}/>\n", left + pw + 12, ly,
+                     left + pw + 34, ly, c, dash);
     s += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", left + pw + 40, ly + 4, se.name);
   }
   s += "</svg>\n";
