@@ -28,6 +28,7 @@
 #include "bench/harness.h"
 #ifdef NORMGRAD_WITH_TORCH
 #include "bench/torch_rows.h"
+namespace torch_rows = bench::torch_rows;
 #endif
 
 namespace bench {
