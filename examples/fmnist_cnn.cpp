@@ -32,23 +32,11 @@ int run(int argc, char** argv) {
       .option("lr", "0.05", "SGD learning rate (momentum 0.9)")
       .option("schedule", "cosine", "cosine (annealed to 0 over the run, per step) or constant")
       .option("seed", "1", "seeds the initialization and the shuffling")
-      .option("norm", "bn", "bn (BatchNorm) or none (the same net without normalization)")
-      .option("limit", "-1", "train on the first N training images only (-1: all 60000)")
-      .option("threads", "0", "OpenMP and OpenBLAS threads (0: OMP_NUM_THREADS or all cores)")
-      .option("data-dir", "", "Fashion-MNIST folder (default: $NORMGRAD_DATA_DIR, else " +
-                                  std::string(ng::io::kFashionMnistDefaultDir) + ")")
-      .option("checkpoint", "", "save the training state here at each epoch end (and on Ctrl-C)")
-      .flag("resume", "continue the run saved in --checkpoint exactly where it stopped")
-      .option("csv", "fmnist_cnn.csv", "write the curves here ('' for none)")
-      .option("log-every", "100", "a CSV row every N steps besides the per-epoch rows")
-      .option("max-steps", "-1", "stop after N steps in total as if interrupted (checkpoint, exit)")
-      .option("eval-batch", "100", "test images per forward pass when measuring accuracy");
+      .option("norm", "bn", "bn (BatchNorm) or none (the same net without normalization)");
+  demo::add_run_options(args, "fmnist_cnn.csv");
   if (!args.parse(argc, argv)) return 0;
   const std::vector<std::string> settings = {"epochs", "batch-size", "lr", "schedule", "seed", "norm", "limit"};
-  if (args.on("resume")) {
-    if (args.str("checkpoint").empty()) throw std::invalid_argument("--resume needs --checkpoint PATH");
-    demo::apply_checkpoint_settings(args, args.str("checkpoint"), settings);
-  }
+  demo::resume_settings(args, settings);
   const std::int64_t epochs = args.integer("epochs"), batch = args.integer("batch-size");
   const double lr = args.real("lr");
   const auto seed = static_cast<std::uint64_t>(args.integer("seed"));
