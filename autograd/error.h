@@ -29,6 +29,9 @@ struct IOError : Error {  // files: missing, truncated, corrupt
 struct AutogradError : Error {  // misuse of the tape (backward twice, no grad, ...)
   using Error::Error;
 };
+struct AnomalyError : Error {  // anomaly mode: an op or a backward produced NaN or Inf (tape.h)
+  using Error::Error;
+};
 
 // ng::fail<ShapeError>("matmul: ...: {} vs {}", a, b) -- builds the message with fmt and throws.
 template <class E = Error, class... Args>

@@ -11,6 +11,7 @@ namespace ng {
 namespace {
 
 thread_local bool t_grad_enabled = true;
+thread_local bool t_detect_anomaly = false;
 
 // This thread's tape: weak references to nodes in creation order.
 struct Tape {
@@ -62,6 +63,8 @@ Tensor accumulate(const Tensor& acc, const Tensor& g, long handles = 1) {
 
 bool grad_enabled() { return t_grad_enabled; }
 void set_grad_enabled(bool on) { t_grad_enabled = on; }
+bool detect_anomaly_enabled() { return t_detect_anomaly; }
+void set_detect_anomaly(bool on) { t_detect_anomaly = on; }
 
 Tensor BackwardContext::output() const {
   if (!node_.saved_output)
@@ -108,6 +111,7 @@ Tensor attach(const char* op, std::span<const Tensor> inputs, Tensor out, Backwa
   }
   node->out_shape = out.shape();
   node->dtype = out.dtype();
+  if (t_detect_anomaly) detail::check_forward_anomaly(*node, out);  // throws on NaN / Inf
   node->backward = std::move(fn);
   if (save == SaveOutput::yes) {
     // A copy of the output's header (shares storage, no grad_fn): no reference cycle.
@@ -221,6 +225,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
     }
     BackwardContext ctx(*node, opt.create_graph);
     Grads grads = node->backward(ctx, g);
+    if (t_detect_anomaly) detail::check_backward_anomaly(*node, grads);  // throws on NaN / Inf
     g = Tensor();  // drop our handle, so that a gradient passed straight through can be stolen
     if (grads.size() != node->next.size())
       fail<AutogradError>("{}: backward returned {} gradients for {} inputs", node->op, grads.size(), node->next.size());

@@ -103,6 +103,34 @@ class EnableGradGuard {
   bool prev_;
 };
 
+// ---- anomaly mode (like torch.autograd.detect_anomaly) -------------------------------------
+// When on (for the calling thread), every recorded op's output and every gradient a backward
+// function returns is scanned; the first NaN or Inf throws ng::AnomalyError naming the op,
+// its position on the tape (#seq) and the ops that produced its inputs. Off by default; when
+// off it costs one thread-local bool test per recorded op and per backward node. When on, it
+// reads every element once more (debugging only). Ops that are not recorded (no input
+// requires grad, NoGradGuard) are not checked.
+bool detect_anomaly_enabled();
+void set_detect_anomaly(bool on);
+
+// RAII: anomaly mode on (or off) inside its scope.
+class AnomalyModeGuard {
+ public:
+  explicit AnomalyModeGuard(bool on = true) : prev_(detect_anomaly_enabled()) { set_detect_anomaly(on); }
+  ~AnomalyModeGuard() { set_detect_anomaly(prev_); }
+  AnomalyModeGuard(const AnomalyModeGuard&) = delete;
+  AnomalyModeGuard& operator=(const AnomalyModeGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+namespace detail {
+// The checks behind anomaly mode (autograd/anomaly.cpp); they throw AnomalyError.
+void check_forward_anomaly(const Node& node, const Tensor& out);
+void check_backward_anomaly(const Node& node, const Grads& grads);
+}  // namespace detail
+
 // ---- recording -------------------------------------------------------------------------
 enum class SaveOutput : bool { no = false, yes = true };
 

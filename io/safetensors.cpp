@@ -150,19 +150,28 @@ Entry parse_entry(const std::string& name, const json& v, std::uint64_t data_siz
   if (sh == v.end() || !sh->is_array()) bad_entry(path, name, "missing \"shape\" list");
   // numel, capped at the data section size (a tensor cannot be larger), so the product
   // never overflows; a zero anywhere makes the tensor empty.
-  std::uint64_t numel = 1;
-  bool zero = false, too_big = false;
+  // The non-zero sizes' product must also fit in int64 even when a zero makes the tensor
+  // empty: strides are products of trailing sizes ([0, 2^62, 2^62] would overflow them).
+  constexpr auto kMaxI64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  std::uint64_t numel = 1, nonzero_product = 1;
+  bool zero = false, too_big = false, overflow = false;
   for (const auto& d : *sh) {
     if (!d.is_number_unsigned())
       bad_entry(path, name, fmt::format("shape {} is not a list of non-negative integers", sh->dump()));
     const auto n = d.get<std::uint64_t>();
-    if (n > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-      bad_entry(path, name, fmt::format("absurd dimension {} in shape {}", n, sh->dump()));
+    if (n > kMaxI64) bad_entry(path, name, fmt::format("absurd dimension {} in shape {}", n, sh->dump()));
     e.shape.push_back(static_cast<std::int64_t>(n));
-    if (n == 0) zero = true;
-    else if (numel > data_size / n) too_big = true;
+    if (n == 0) {
+      zero = true;
+      continue;
+    }
+    if (nonzero_product > kMaxI64 / n) overflow = true;
+    else nonzero_product *= n;
+    if (numel > data_size / n) too_big = true;
     else numel *= n;
   }
+  if (zero && overflow)
+    bad_entry(path, name, fmt::format("absurd shape {}: its non-zero sizes multiply past 2^63", sh->dump()));
   if (zero) {
     numel = 0;
     too_big = false;

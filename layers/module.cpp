@@ -91,7 +91,7 @@ void Module::load_state_dict(const NamedTensors& sd, bool strict) {
   std::vector<std::string> problems;
   std::set<std::string> seen;
   for (const auto& [n, t] : sd) {
-    auto it = std::find_if(mine.begin(), mine.end(), [&](auto& p) { return p.first == n; });
+    auto it = std::find_if(mine.begin(), mine.end(), [&key = n](auto& p) { return p.first == key; });
     if (it == mine.end()) {
       if (strict) problems.push_back(fmt::format("unexpected key '{}'", n));
       continue;
@@ -107,7 +107,7 @@ void Module::load_state_dict(const NamedTensors& sd, bool strict) {
     fail<ValueError>("{}.load_state_dict: {} problem(s):\n  {}", type_name(), problems.size(), fmt::join(problems, "\n  "));
   NoGradGuard ng;
   for (const auto& [n, t] : sd) {
-    auto it = std::find_if(mine.begin(), mine.end(), [&](auto& p) { return p.first == n; });
+    auto it = std::find_if(mine.begin(), mine.end(), [&key = n](auto& p) { return p.first == key; });
     if (it != mine.end()) it->second.copy_(t);
   }
 }

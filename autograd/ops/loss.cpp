@@ -29,8 +29,10 @@ void softmax_kernel(const T* x, T* y, std::int64_t outer, std::int64_t n, std::i
     double s = 0.0;
     if constexpr (kLog) {
       for (std::int64_t k = 0; k < n; ++k) s += static_cast<double>(std::exp(xr[k * inner] - m));
-      const T lse = m + static_cast<T>(std::log(s));
-      for (std::int64_t k = 0; k < n; ++k) yr[k * inner] = xr[k * inner] - lse;
+      // (x_k - m) - log s, not x_k - (m + log s): for large logits m + log s rounds to the
+      // spacing of m (~1e-3 at 1e4 in float32) and the log-probabilities inherit that error.
+      const T log_s = static_cast<T>(std::log(s));
+      for (std::int64_t k = 0; k < n; ++k) yr[k * inner] = (xr[k * inner] - m) - log_s;
     } else {
       for (std::int64_t k = 0; k < n; ++k) {
         yr[k * inner] = std::exp(xr[k * inner] - m);

@@ -3,6 +3,7 @@
 // the gradient back through the inverse view.
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
@@ -378,7 +379,9 @@ Tensor index_select(const Tensor& a, std::int64_t axis, const Tensor& index) {
   Shape os = a.shape();
   os[U(d)] = k;
   Tensor out = empty(os, a.dtype());
-  const auto [outer, inner] = outer_inner(a.shape(), d);
+  // plain variables, not a structured binding: clang < 16 cannot use those inside OpenMP regions
+  std::int64_t outer = 0, inner = 0;
+  std::tie(outer, inner) = outer_inner(a.shape(), d);
   const Tensor ac = a.detach().contiguous();
   const std::int64_t* pi = idx.data<std::int64_t>();
   dispatch_all(a.dtype(), [&](auto tag) {
@@ -410,7 +413,9 @@ Tensor index_add(const Shape& shape, std::int64_t axis, const Tensor& index, con
                      src.shape());
   Tensor idx = checked_index(index, n, d, "index_add").reshape(Shape{k});
   Tensor out = zeros(shape, src.dtype());
-  const auto [outer, inner] = outer_inner(shape, d);
+  // plain variables, not a structured binding: clang < 16 cannot use those inside OpenMP regions
+  std::int64_t outer = 0, inner = 0;
+  std::tie(outer, inner) = outer_inner(shape, d);
   const Tensor sc = src.detach().contiguous();
   const std::int64_t* pi = idx.data<std::int64_t>();
   dispatch_all(src.dtype(), [&](auto tag) {
