@@ -12,6 +12,19 @@ namespace ng::detail {
 // Elements above which elementwise loops split across OpenMP threads.
 inline constexpr std::int64_t kParallelGrain = 1 << 15;
 
+// for i in [0, n): body(i), split across OpenMP threads only when `parallel` is true. Use this
+// instead of `#pragma omp parallel for if (cond)`: with a false condition libgomp still sets up
+// a one-thread team (~1,600 instructions and an allocation), more than a small op costs.
+template <class F>
+void parallel_for(std::int64_t n, bool parallel, F&& body) {
+  if (parallel && n > 1) {
+#pragma omp parallel for
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+  } else {
+    for (std::int64_t i = 0; i < n; ++i) body(i);
+  }
+}
+
 // Strides of t as seen from a broadcast `out` shape: 0 on dims t lacks or has size 1.
 Strides broadcast_strides(const Tensor& t, const Shape& out);
 

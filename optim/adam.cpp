@@ -68,8 +68,7 @@ void Adam::step() {
               decay = static_cast<T>(1.0 - lr * weight_decay), alpha = static_cast<T>(step_size),
               c2 = static_cast<T>(bias2_sqrt);
       const bool l2 = !decoupled_ && weight_decay != 0, decoupled = decoupled_ && weight_decay != 0;
-#pragma omp parallel for if (n > detail::kParallelGrain)
-      for (std::int64_t i = 0; i < n; ++i) {
+      detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
         if (decoupled) w[i] *= decay;                  // p <- (1 - lr wd) p
         const T d = l2 ? g[i] + wd * w[i] : g[i];      // g <- g + wd p
         m[i] = b1 * m[i] + one_b1 * d;                 // m <- beta1 m + (1 - beta1) g
@@ -78,7 +77,7 @@ void Adam::step() {
         if (vmax) vhat = vmax[i] = std::max(vmax[i], v[i]);
         const T denom = std::sqrt(vhat) / c2 + e;      // sqrt(v / (1 - beta2^t)) + eps
         w[i] -= alpha * (m[i] / denom);                // p <- p - lr / (1 - beta1^t) * m / denom
-      }
+      });
     });
   });
 }

@@ -74,8 +74,7 @@ void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
       T* x = g.data<T>();
       const T c = static_cast<T>(clip_value);
       const std::int64_t n = g.numel();
-#pragma omp parallel for if (n > detail::kParallelGrain)
-      for (std::int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -c, c);
+      detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) { x[i] = std::clamp(x[i], -c, c); });
     });
   }
 }

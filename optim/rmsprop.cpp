@@ -50,8 +50,7 @@ void RMSprop::step() {
       T* b = momentum > 0 ? buffer(st, "momentum_buffer", p).template data<T>() : nullptr;
       const T al = static_cast<T>(alpha), one_al = static_cast<T>(1.0 - alpha), e = static_cast<T>(eps),
               wd = static_cast<T>(weight_decay), mu = static_cast<T>(momentum), lr_ = static_cast<T>(lr);
-#pragma omp parallel for if (n > detail::kParallelGrain)
-      for (std::int64_t i = 0; i < n; ++i) {
+      detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
         const T d = weight_decay != 0 ? g[i] + wd * w[i] : g[i];  // g <- g + wd p
         s[i] = al * s[i] + one_al * d * d;                        // s <- alpha s + (1 - alpha) g^2
         T r;
@@ -67,7 +66,7 @@ void RMSprop::step() {
         } else {
           w[i] -= lr_ * (d / r);
         }
-      }
+      });
     });
   });
 }

@@ -45,23 +45,21 @@ void SGD::step() {
       const T lr_ = static_cast<T>(lr), wd = static_cast<T>(weight_decay);
       if (momentum == 0) {
         // p <- p - lr * (g + wd p)
-#pragma omp parallel for if (n > detail::kParallelGrain)
-        for (std::int64_t i = 0; i < n; ++i) {
+        detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
           const T d = weight_decay != 0 ? g[i] + wd * w[i] : g[i];
           w[i] -= lr_ * d;
-        }
+        });
         return;
       }
       const bool first = st.buffers.count("momentum_buffer") == 0;
       T* b = buffer(st, "momentum_buffer", p).template data<T>();
       const T mu = static_cast<T>(momentum), one_minus_damp = static_cast<T>(1.0 - dampening);
-#pragma omp parallel for if (n > detail::kParallelGrain)
-      for (std::int64_t i = 0; i < n; ++i) {
+      detail::parallel_for(n, n > detail::kParallelGrain, [&](std::int64_t i) {
         T d = weight_decay != 0 ? g[i] + wd * w[i] : g[i];
         b[i] = first ? d : mu * b[i] + one_minus_damp * d;  // b <- mu b + (1 - dampening) d
         d = nesterov ? d + mu * b[i] : b[i];
         w[i] -= lr_ * d;
-      }
+      });
     });
   });
 }

@@ -66,7 +66,10 @@ TEST_CASE("max_pool2d / avg_pool2d: match the definition with overlapping window
   struct Case {
     Size2 k, s, p;
   };
-  for (const Case c : {Case{3, 2, 0}, Case{3, 2, 1}, Case{{3, 2}, {1, 2}, {1, 0}}, Case{2, 1, 1}, Case{5, 3, 2}}) {
+  // {2, 2, 0} takes max pooling's 2 x 2 fast path (7 x 6: the last row is dropped); {3, 1, 0}
+  // has every window inside the image (branch-free path); the padded ones mix both paths.
+  for (const Case c : {Case{2, 2, 0}, Case{3, 1, 0}, Case{3, 2, 0}, Case{3, 2, 1}, Case{{3, 2}, {1, 2}, {1, 0}},
+                       Case{2, 1, 1}, Case{5, 3, 2}}) {
     CAPTURE(c.k.h);
     CAPTURE(c.s.h);
     CAPTURE(c.p.h);
@@ -89,6 +92,45 @@ TEST_CASE("max_pool2d: ceil_mode, dilation and NaN propagation") {
   test::check_values(max_pool2d(x, 2, 1, 0, 2), {12, 13, 14, 17, 18, 19, 22, 23, 24});
   Tensor xn = tensor({1, std::nan(""), 3, 4}, {1, 1, 2, 2});
   CHECK(std::isnan(max_pool2d(xn, 2).item()));
+  // a NaN anywhere in a window wins and stays, also when larger values follow it; both the
+  // 2 x 2 fast path (kernel 2) and the general path (kernel 3, stride 1) on float32 and float64
+  for (const DType dt : {DType::f32, DType::f64})
+    for (std::int64_t at = 0; at < 9; ++at) {
+      std::vector<double> v{-1, 5, 2, 7, 0, 9, 3, 8, 4};
+      v[static_cast<std::size_t>(at)] = std::nan("");
+      const Tensor x3 = from_vector(v, {1, 1, 3, 3}, dt);
+      CHECK(std::isnan(max_pool2d(x3, 3, 1).item()));
+      const bool in_first_window = at == 0 || at == 1 || at == 3 || at == 4;
+      CHECK(std::isnan(max_pool2d(x3, 2).item()) == in_first_window);
+    }
+}
+
+TEST_CASE("max_pool2d: the gradient lands on the first maximum of each window, ties included") {
+  // values from {0, 1, 2}: many ties; 2 x 2 stride 2 (fast path) and 3 x 3 stride 1 (general)
+  Generator gen(11);
+  std::vector<double> xv(2 * 3 * 6 * 8);
+  for (double& v : xv) v = static_cast<double>(gen.randint(0, 3));
+  for (const std::int64_t k : {2, 3}) {
+    const std::int64_t s = k == 2 ? 2 : 1;
+    Tensor x = from_vector(xv, {2, 3, 6, 8}, DType::f64).requires_grad_();
+    Tensor y = max_pool2d(x, k, s);
+    sum(y).backward();
+    const std::int64_t Ho = y.size(2), Wo = y.size(3);
+    std::vector<double> expect(xv.size(), 0.0);
+    for (std::int64_t p = 0; p < 6; ++p)
+      for (std::int64_t i = 0; i < Ho; ++i)
+        for (std::int64_t j = 0; j < Wo; ++j) {
+          std::int64_t best = -1;  // first maximum in row-major window order
+          for (std::int64_t u = 0; u < k; ++u)
+            for (std::int64_t v = 0; v < k; ++v) {
+              const std::int64_t at = p * 48 + (i * s + u) * 8 + j * s + v;
+              if (best < 0 || xv[static_cast<std::size_t>(at)] > xv[static_cast<std::size_t>(best)]) best = at;
+            }
+          expect[static_cast<std::size_t>(best)] += 1;
+        }
+    CAPTURE(k);
+    test::check_values(x.grad(), expect);
+  }
 }
 
 TEST_CASE("adaptive_avg_pool2d: PyTorch's windows and global average pooling") {

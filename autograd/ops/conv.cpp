@@ -78,7 +78,10 @@ void im2col(const ConvGeom& g, const T* x, T* col) {
           }
           const T* xr = x + (c * g.H + ih) * g.W + woff;
           for (std::int64_t j = 0; j < j0; ++j) r[j] = T(0);
-          for (std::int64_t j = j0; j < j1; ++j) r[j] = xr[j * g.stride.w];
+          if (g.stride.w == 1)  // a contiguous run of the input row: a plain copy
+            std::copy(xr + j0, xr + j1, r + j0);
+          else
+            for (std::int64_t j = j0; j < j1; ++j) r[j] = xr[j * g.stride.w];
           for (std::int64_t j = j1; j < Wo; ++j) r[j] = T(0);
         }
       }
@@ -100,7 +103,10 @@ void col2im(const ConvGeom& g, const T* dcol, T* dx) {
           if (ih < 0 || ih >= g.H) continue;
           const T* r = row + i * Wo;
           T* xr = dx + (c * g.H + ih) * g.W + woff;
-          for (std::int64_t j = j0; j < j1; ++j) xr[j * g.stride.w] += r[j];
+          if (g.stride.w == 1)  // contiguous: the compiler vectorizes this add
+            for (std::int64_t j = j0; j < j1; ++j) xr[j] += r[j];
+          else
+            for (std::int64_t j = j0; j < j1; ++j) xr[j * g.stride.w] += r[j];
         }
       }
 }

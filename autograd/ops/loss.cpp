@@ -19,8 +19,7 @@ std::size_t U(int d) { return static_cast<std::size_t>(d); }
 template <class T, bool kLog>
 void softmax_kernel(const T* x, T* y, std::int64_t outer, std::int64_t n, std::int64_t inner) {
   const std::int64_t rows = outer * inner;
-#pragma omp parallel for if (rows * n > detail::kParallelGrain)
-  for (std::int64_t r = 0; r < rows; ++r) {
+  detail::parallel_for(rows, rows * n > detail::kParallelGrain, [&](std::int64_t r) {
     const std::int64_t base = (r / inner) * n * inner + r % inner;
     const T* xr = x + base;
     T* yr = y + base;
@@ -41,7 +40,7 @@ void softmax_kernel(const T* x, T* y, std::int64_t outer, std::int64_t n, std::i
       const T inv = static_cast<T>(1.0 / s);
       for (std::int64_t k = 0; k < n; ++k) yr[k * inner] *= inv;
     }
-  }
+  });
 }
 
 template <bool kLog>

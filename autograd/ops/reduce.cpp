@@ -171,8 +171,7 @@ void extremum_kernel(const Tensor& a, const std::vector<int>& axes, T* value, st
     }
     return kMax ? v > best : v < best;
   };
-#pragma omp parallel for if (outer * inner > detail::kParallelGrain)
-  for (std::int64_t o = 0; o < outer; ++o) {
+  detail::parallel_for(outer, outer * inner > detail::kParallelGrain, [&](std::int64_t o) {
     const T* row = pr + o * inner;
     std::int64_t r = 0;
     for (std::int64_t i = 1; i < inner; ++i)
@@ -188,7 +187,7 @@ void extremum_kernel(const Tensor& a, const std::vector<int>& axes, T* value, st
       rem /= rs[i];
     }
     flat[o] = f;
-  }
+  });
 }
 
 template <bool kMax>

@@ -388,10 +388,9 @@ Tensor index_select(const Tensor& a, std::int64_t axis, const Tensor& index) {
     using T = decltype(tag);
     const T* pa = ac.data<T>();
     T* po = out.data<T>();
-#pragma omp parallel for if (outer * k * inner > detail::kParallelGrain)
-    for (std::int64_t o = 0; o < outer; ++o)
-      for (std::int64_t i = 0; i < k; ++i)
-        std::copy_n(pa + (o * n + pi[i]) * inner, inner, po + (o * k + i) * inner);
+    detail::parallel_for(outer, outer * k * inner > detail::kParallelGrain, [&](std::int64_t o) {
+      for (std::int64_t i = 0; i < k; ++i) std::copy_n(pa + (o * n + pi[i]) * inner, inner, po + (o * k + i) * inner);
+    });
   });
   // backward: each picked row's gradient added back where it came from (repeats accumulate)
   return record("index_select", {a}, out, [in = a.shape(), d, idx](BackwardContext&, const Tensor& g) -> Grads {
@@ -423,13 +422,13 @@ Tensor index_add(const Shape& shape, std::int64_t axis, const Tensor& index, con
     const T* ps = sc.data<T>();
     T* po = out.data<T>();
     // each o writes only its own [n, inner] block, so the outer loop is race-free
-#pragma omp parallel for if (outer * k * inner > detail::kParallelGrain)
-    for (std::int64_t o = 0; o < outer; ++o)
+    detail::parallel_for(outer, outer * k * inner > detail::kParallelGrain, [&](std::int64_t o) {
       for (std::int64_t i = 0; i < k; ++i) {
         const T* s = ps + (o * k + i) * inner;
         T* t = po + (o * n + pi[i]) * inner;
         for (std::int64_t j = 0; j < inner; ++j) t[j] += s[j];
       }
+    });
   });
   return record("index_add", {src}, out, [d, idx](BackwardContext&, const Tensor& g) -> Grads {
     return {index_select(g, d, idx)};
