@@ -626,13 +626,16 @@ int main(int argc, char** argv) {
       const Peak ours = run_peak_child(normgrad_only_exe(), "ng", peak_steps, kCnnBatch, t);
       Result r{row.name, row.shape, "", t, ours.peak_mib, 0, 0, &row};
       r.note = fmt::format("VmHWM of a fresh process; at start: normgrad {:.1f} MiB", ours.before_mib);
+      std::string growth = fmt::format("; peak - start: normgrad {:.1f} MiB", ours.peak_mib - ours.before_mib);
 #ifdef NORMGRAD_WITH_TORCH
       const Peak theirs = run_peak_child(self_exe(), "torch", peak_steps, kCnnBatch, t);
       if (theirs.ok) {
         r.torch = theirs.peak_mib;
         r.note += fmt::format(", LibTorch {:.1f} MiB", theirs.before_mib);
+        growth += fmt::format(", LibTorch {:.1f} MiB", theirs.peak_mib - theirs.before_mib);
       }
 #endif
+      r.note += growth;
       if (!ours.ok) {
         fmt::print("{}: the child process failed\n", row.name);
         continue;
