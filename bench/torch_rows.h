@@ -50,7 +50,7 @@ struct Batch {
 // gradients set to none, forward (training mode), cross-entropy (mean), backward, SGD step
 // (lr 0.05, momentum 0.9). Returns that step's loss.
 std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch);
-// The same model in eval mode under torch::NoGradGuard: forward only; returns logits[0][0].
+// The same model in eval mode under torch::NoGradGuard: forward only; returns the sum of the logits.
 std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch);
 // demo::SequenceClassifier: the 28 image rows as 28 time steps of 28 features, a one-layer
 // LSTM with hidden size `hidden` (batch first), Linear(hidden, 10) on the last hidden state.
