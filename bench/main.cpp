@@ -2,12 +2,24 @@
 // the identical work in LibTorch in the same process (same machine state, same OpenBLAS and
 // OPENBLAS_CORETYPE), at 1 and 2 threads; it prints median times and normgrad / LibTorch.
 //
-//   normgrad_bench [--threads 1,2] [--min-time SECONDS] [--markdown FILE] [ROW ...]
+//   normgrad_bench [--threads 1,2] [--min-time SECONDS] [--peak-steps N] [--markdown FILE] [ROW ...]
 //
-// ROW filters by row name (tiny_ops, matmul, bandwidth, bn2d_fb, ln_fb, gn_fb, rms_fb).
+// ROW filters by row name:
+//   tiny_ops, matmul, bandwidth          framework overhead, GEMM, STREAM-like memory bandwidth
+//   bn2d_fb, ln_fb, gn_fb, rms_fb        normalization forward + backward
+//   cnn_step, cnn_eval                   the demo BatchNorm CNN (examples/models.h): one training
+//                                        step at batch 64, an eval forward at batch 256
+//   lnlstm_step, lstm_step               the demo (LayerNorm-)LSTM classifier: one Adam step
+//   cnn_peak_rss                         peak resident memory of a CNN training run (default
+//                                        200 steps at batch 64), each framework in a fresh process
 // All tensors are float32. Normalization rows also report the achieved fraction of the
-// machine's memory bandwidth, measured here with a STREAM-like copy and triad.
+// machine's memory bandwidth, measured here with a STREAM-like copy and triad. The model rows
+// start LibTorch from normgrad's initial parameters and print a check that both frameworks
+// compute the same losses.
 #include <omp.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cblas.h>
 
@@ -15,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -26,6 +39,9 @@
 #include "autograd/random.h"
 #include "autograd/tensor.h"
 #include "bench/harness.h"
+#include "examples/models.h"
+#include "optim/adam.h"
+#include "optim/sgd.h"
 #ifdef NORMGRAD_WITH_TORCH
 #include "bench/torch_rows.h"
 namespace torch_rows = bench::torch_rows;
@@ -55,6 +71,9 @@ struct Row {
   double bytes = 0;         // > 0: minimum bytes moved; report the fraction of bandwidth
   std::string bytes_rule;   // how `bytes` was counted
   Builder reference;        // matmul: cblas_sgemm called directly
+  std::function<void()> check;  // model rows: prints that both frameworks compute the same
+  bool speedup = false;     // print the 2-thread vs 1-thread speedup
+  bool peak_rss = false;    // not timed: peak resident memory of child processes, in MiB
 };
 
 struct Result {
@@ -183,12 +202,224 @@ Bandwidth measure_bandwidth(double min_time) {
 std::string fmt_time(double s, bool micro) {
   return micro ? fmt::format("{:.3f} us", s * 1e6) : fmt::format("{:.3f} ms", s * 1e3);
 }
+std::string fmt_value(const Row& row, double v) {
+  return row.peak_rss ? fmt::format("{:.1f} MiB", v) : fmt_time(v, row.micro);
+}
+
+// ---- the demo models (examples/models.h) ----------------------------------------------------
+
+// Fixed seeds: the model's initial parameters and the batch are the same in every run.
+constexpr std::uint64_t kModelSeed = 7;
+constexpr std::uint64_t kDataSeed = 42;
+constexpr std::int64_t kCnnBatch = 64, kCnnEvalBatch = 256, kRnnBatch = 64, kRnnHidden = 128;
+
+// One training step (or one eval forward) of a model; returns the loss (eval: the sum of
+// the logits), which the checks compare across frameworks.
+using Step = std::function<double()>;
+
+struct Batch {
+  ng::Tensor x, y;  // images (N, 1, 28, 28) float32 ~ N(0, 1), labels (N) int64 in [0, 10)
+};
+Batch make_batch(std::int64_t n) {
+  ng::Generator g(kDataSeed);
+  Batch b;
+  b.x = ng::randn({n, 1, 28, 28}, ng::DType::f32, &g);
+  b.y = ng::randint({n}, 0, 10, &g);
+  return b;
+}
+
+// The models own their generator (layers keep a pointer to it, e.g. for dropout masks).
+struct Cnn {
+  std::shared_ptr<ng::Generator> gen = std::make_shared<ng::Generator>(kModelSeed);
+  std::shared_ptr<ng::nn::Sequential> net = demo::fmnist_cnn(demo::Norm::batch, gen.get());
+};
+struct Rnn {
+  Rnn(bool layer_norm)
+      : gen(std::make_shared<ng::Generator>(kModelSeed)),
+        net(std::make_shared<demo::SequenceClassifier>(layer_norm ? demo::Norm::layer : demo::Norm::none, kRnnHidden,
+                                                        gen.get())) {}
+  std::shared_ptr<ng::Generator> gen;
+  std::shared_ptr<demo::SequenceClassifier> net;
+};
+
+// demo::train_step (examples/common.h): zero_grad (gradients to none), forward in training
+// mode, cross-entropy (mean), backward, optimizer step.
+Step ng_train_step(std::shared_ptr<ng::nn::Module> net, std::shared_ptr<void> keep,
+                   std::shared_ptr<ng::optim::Optimizer> opt, Batch b) {
+  net->train();
+  return [net, keep, opt, b]() {
+    opt->zero_grad();
+    ng::Tensor loss = ng::cross_entropy(net->forward(b.x), b.y);
+    loss.backward();
+    opt->step();
+    return loss.item();
+  };
+}
+
+Step ng_cnn_step(std::int64_t batch) {
+  Cnn m;
+  auto opt = std::make_shared<ng::optim::SGD>(m.net->parameters(), ng::optim::SGDOptions{.lr = 0.05, .momentum = 0.9});
+  return ng_train_step(m.net, m.gen, opt, make_batch(batch));
+}
+
+Step ng_cnn_eval(std::int64_t batch) {
+  Cnn m;
+  m.net->eval();
+  const Batch b = make_batch(batch);
+  return [m, b]() {
+    ng::NoGradGuard no_grad;
+    return m.net->forward(b.x).sum().item();
+  };
+}
+
+Step ng_lstm_step(bool layer_norm) {
+  Rnn m(layer_norm);
+  auto opt = std::make_shared<ng::optim::Adam>(m.net->parameters(), ng::optim::AdamOptions{.lr = 1e-3});
+  return ng_train_step(m.net, m.gen, opt, make_batch(kRnnBatch));
+}
+
+Work as_work(Step s) {
+  return [s = std::move(s)]() { (void)s(); };
+}
+
+// Resident memory of this process from /proc/self/status, in KiB: "VmRSS" now, "VmHWM" its peak.
+double proc_status_kib(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  const std::string prefix = std::string(key) + ":";
+  while (std::getline(f, line))
+    if (line.rfind(prefix, 0) == 0) return std::atof(line.c_str() + prefix.size());
+  return -1;
+}
+
+// The child of cnn_peak_rss: `steps` training steps of the CNN at batch `batch` in normgrad
+// ("ng") or LibTorch ("torch"); prints "peak_rss_kib <VmRSS before the model> <VmHWM at the end>".
+int peak_child(const std::string& framework, int steps, std::int64_t batch, int threads) {
+  bench::set_threads(threads);
+  const double before = proc_status_kib("VmRSS");
+  if (framework == "ng") {
+    Step step = ng_cnn_step(batch);
+    for (int i = 0; i < steps; ++i) (void)step();
+  } else if (framework == "torch") {
+#ifdef NORMGRAD_WITH_TORCH
+    torch_rows::set_threads(threads);
+    torch_rows::cnn_train(steps, batch);
+#else
+    fmt::print(stderr, "built without LibTorch\n");
+    return 1;
+#endif
+  } else {
+    return 1;
+  }
+  fmt::print("peak_rss_kib {} {}\n", before, proc_status_kib("VmHWM"));
+  return 0;
+}
+
+struct Peak {
+  double before_mib = 0, peak_mib = 0;
+  bool ok = false;
+};
+
+// Runs `exe --peak-child ...` as a fresh process and reads its report from a pipe.
+//
+// Why the child reports its own VmHWM instead of the parent using wait4()'s ru_maxrss: at
+// exec, Linux folds the high-water mark of the address space being replaced into the child's
+// ru_maxrss -- for a fork that is a copy of this (large) process, for posix_spawn (vfork) it is
+// this very process's address space -- so ru_maxrss would report at least this process's peak.
+// VmHWM belongs to the address space the exec created and counts the child alone.
+Peak run_peak_child(const std::string& exe, const std::string& framework, int steps, std::int64_t batch, int threads) {
+  Peak r;
+  int fd[2];
+  if (pipe(fd) != 0) return r;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, fd[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addclose(&actions, fd[0]);
+  posix_spawn_file_actions_addclose(&actions, fd[1]);
+  const std::string s_steps = std::to_string(steps), s_batch = std::to_string(batch), s_threads = std::to_string(threads);
+  std::vector<std::string> args{exe, "--peak-child", framework, s_steps, s_batch, s_threads};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int rc = posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  close(fd[1]);
+  std::string out;
+  if (rc == 0) {
+    char buf[256];
+    ssize_t n = 0;
+    while ((n = read(fd[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  }
+  close(fd[0]);
+  if (rc != 0) return r;
+  int status = 0;
+  waitpid(pid, &status, 0);
+  double before = 0, peak = 0;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+      std::sscanf(out.c_str(), "peak_rss_kib %lf %lf", &before, &peak) == 2) {
+    r = {before / 1024, peak / 1024, true};
+  }
+  return r;
+}
+
+// This executable's path, and the normgrad-only sibling normgrad_bench_ng built next to it
+// when LibTorch is on (bench/CMakeLists.txt): the normgrad child must not carry LibTorch's
+// libraries and static initializers in its resident memory.
+std::string self_exe() {
+  std::vector<char> buf(4096);
+  const ssize_t n = readlink("/proc/self/exe", buf.data(), buf.size() - 1);
+  return n > 0 ? std::string(buf.data(), static_cast<std::size_t>(n)) : std::string();
+}
+std::string normgrad_only_exe() {
+  const std::string self = self_exe();
+#ifdef NORMGRAD_WITH_TORCH
+  const std::string sibling = self.substr(0, self.rfind('/') + 1) + "normgrad_bench_ng";
+  if (access(sibling.c_str(), X_OK) == 0) return sibling;
+#endif
+  return self;
+}
+
+#ifdef NORMGRAD_WITH_TORCH
+// normgrad's parameters by name (the state_dict keys, which are PyTorch's), for LibTorch.
+torch_rows::NamedArrays export_params(const ng::nn::Module& m) {
+  torch_rows::NamedArrays out;
+  for (const auto& [name, t] : m.named_parameters()) {
+    const ng::Tensor c = t.contiguous();
+    out.push_back({name, c.shape().vec(), std::vector<float>(c.data<float>(), c.data<float>() + c.numel())});
+  }
+  return out;
+}
+torch_rows::Batch export_batch(const Batch& b) {
+  const ng::Tensor x = b.x.contiguous(), y = b.y.contiguous();
+  return {x.shape().vec(), std::vector<float>(x.data<float>(), x.data<float>() + x.numel()),
+          std::vector<std::int64_t>(y.data<std::int64_t>(), y.data<std::int64_t>() + y.numel())};
+}
+
+// Runs `steps` calls of each side from the same start and prints the values side by side.
+void print_check(const std::string& row, const std::string& what, const Step& ours, const Step& theirs, int steps) {
+  std::vector<double> a, b;
+  double diff = 0;
+  for (int i = 0; i < steps; ++i) {
+    a.push_back(ours());
+    b.push_back(theirs());
+    diff = std::max(diff, std::abs(a.back() - b.back()));
+  }
+  fmt::print("check: {}: {} normgrad [{:.6f}] LibTorch [{:.6f}]  max |diff| {:.2e}\n", row, what, fmt::join(a, ", "),
+             fmt::join(b, ", "), diff);
+}
+#endif
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Hidden: the child process of cnn_peak_rss.
+  if (argc == 6 && std::strcmp(argv[1], "--peak-child") == 0)
+    return peak_child(argv[2], std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]));
+
   std::vector<int> thread_counts{1, 2};
   double min_time = 0.5;
+  int peak_steps = 200;
   std::string markdown;
   std::vector<std::string> only;
   for (int i = 1; i < argc; ++i) {
@@ -202,10 +433,12 @@ int main(int argc, char** argv) {
       }
     } else if (a == "--min-time" && i + 1 < argc) {
       min_time = std::atof(argv[++i]);
+    } else if (a == "--peak-steps" && i + 1 < argc) {
+      peak_steps = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--markdown" && i + 1 < argc) {
       markdown = argv[++i];
     } else if (a == "-h" || a == "--help") {
-      std::puts("normgrad_bench [--threads 1,2] [--min-time SECONDS] [--markdown FILE] [ROW ...]");
+      std::puts("normgrad_bench [--threads 1,2] [--min-time SECONDS] [--peak-steps N] [--markdown FILE] [ROW ...]");
       return 0;
     } else {
       only.push_back(a);
@@ -302,6 +535,73 @@ int main(int argc, char** argv) {
 #endif
   }
 
+  // The demo models. Multiply-adds per image of the CNN's conv and linear layers (the only
+  // GEMM-shaped work; BatchNorm, ReLU, pooling and the loss are not counted):
+  //   conv1  32 x 28 x 28 outputs x (1 x 3 x 3)  =   225,792
+  //   conv2  64 x 14 x 14 outputs x (32 x 3 x 3) = 3,612,672
+  //   fc1    3136 x 128                          =   401,408
+  //   fc2    128 x 10                            =     1,280
+  //   forward                                    = 4,241,152 MACs
+  // A training step adds, for each layer, the weight gradient (as many MACs as its forward)
+  // and the input gradient (as many again), except conv1's input gradient (the images need
+  // none): 3 x 4,241,152 - 225,792 = 12,497,664 MACs per image. FLOPs = 2 x MACs.
+  constexpr double kCnnFwdMacs = 225792.0 + 3612672.0 + 401408.0 + 1280.0;
+  constexpr double kCnnStepMacs = 3 * kCnnFwdMacs - 225792.0;
+  const std::string flops_rule =
+      "CNN FLOPs = 2 x multiply-adds of the conv and linear layers: forward 4,241,152 per image; a training step "
+      "3 x forward - conv1's input gradient = 12,497,664 per image";
+  {
+    Row& r = add_row("cnn_step", fmt::format("batch {}", kCnnBatch), [] { return as_work(ng_cnn_step(kCnnBatch)); });
+    r.flops = 2 * kCnnStepMacs * kCnnBatch;
+    r.speedup = true;
+#ifdef NORMGRAD_WITH_TORCH
+    const auto init = [] { return export_params(*Cnn().net); };
+    r.torch = [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); };
+    r.check = [init] {
+      print_check("cnn_step", "loss of steps 1-3", ng_cnn_step(kCnnBatch),
+                  torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch))), 3);
+    };
+#endif
+  }
+  {
+    Row& r = add_row("cnn_eval", fmt::format("batch {}", kCnnEvalBatch),
+                     [] { return as_work(ng_cnn_eval(kCnnEvalBatch)); });
+    r.flops = 2 * kCnnFwdMacs * kCnnEvalBatch;
+#ifdef NORMGRAD_WITH_TORCH
+    const auto init = [] { return export_params(*Cnn().net); };
+    r.torch = [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)))); };
+    r.check = [init] {
+      print_check("cnn_eval", "sum of the logits", ng_cnn_eval(kCnnEvalBatch),
+                  torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch))), 1);
+    };
+#endif
+  }
+  for (const bool layer_norm : {true, false}) {
+    const std::string name = layer_norm ? "lnlstm_step" : "lstm_step";
+    [[maybe_unused]] Row& r = add_row(name, fmt::format("({},28,28) H={}", kRnnBatch, kRnnHidden),
+                     [layer_norm] { return as_work(ng_lstm_step(layer_norm)); });
+#ifdef NORMGRAD_WITH_TORCH
+    const auto init = [layer_norm] { return export_params(*Rnn(layer_norm).net); };
+    r.torch = [init, layer_norm] {
+      return as_work(torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))));
+    };
+    r.check = [init, layer_norm, name] {
+      print_check(name, "loss of steps 1-3", ng_lstm_step(layer_norm),
+                  torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))), 3);
+    };
+    if (layer_norm)
+      r.torch_note = "LibTorch has no LayerNorm-LSTM: its column is the same cell written out in LibTorch ops "
+                     "(linear, layer_norm, sigmoid, tanh; one GEMM + LayerNorm for the input part of all 28 steps, "
+                     "then a loop over the steps), as layers/recurrent.cpp computes it";
+    else
+      r.torch_note = "LibTorch's column is torch::nn::LSTM (batch first) + torch::nn::Linear";
+#endif
+  }
+  {
+    Row& r = add_row("cnn_peak_rss", fmt::format("{} steps, batch {}", peak_steps, kCnnBatch), Builder());
+    r.peak_rss = true;
+  }
+
   // ---- run ----
   std::vector<Result> results;
   std::vector<Bandwidth> bandwidth(thread_counts.size());
@@ -318,6 +618,42 @@ int main(int argc, char** argv) {
 
   for (const Row& row : rows) {
     if (!wanted(row.name)) continue;
+    if (row.peak_rss) {
+      // Peak resident memory of a CNN training run, each framework in a fresh process (so the
+      // two do not share a peak and this process's allocations do not count), at the largest
+      // thread count given.
+      const int t = *std::max_element(thread_counts.begin(), thread_counts.end());
+      const Peak ours = run_peak_child(normgrad_only_exe(), "ng", peak_steps, kCnnBatch, t);
+      Result r{row.name, row.shape, "", t, ours.peak_mib, 0, 0, &row};
+      r.note = fmt::format("VmHWM of a fresh process; at start: normgrad {:.1f} MiB", ours.before_mib);
+      std::string growth = fmt::format("; peak - start: normgrad {:.1f} MiB", ours.peak_mib - ours.before_mib);
+#ifdef NORMGRAD_WITH_TORCH
+      const Peak theirs = run_peak_child(self_exe(), "torch", peak_steps, kCnnBatch, t);
+      if (theirs.ok) {
+        r.torch = theirs.peak_mib;
+        r.note += fmt::format(", LibTorch {:.1f} MiB", theirs.before_mib);
+        growth += fmt::format(", LibTorch {:.1f} MiB", theirs.peak_mib - theirs.before_mib);
+      }
+#endif
+      r.note += growth;
+      if (!ours.ok) {
+        fmt::print("{}: the child process failed\n", row.name);
+        continue;
+      }
+      fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_value(row, r.ours));
+      if (r.torch > 0) fmt::print("  LibTorch {:>12}  ratio {:5.2f}", fmt_value(row, r.torch), r.ours / r.torch);
+      fmt::print("  {}\n", r.note);
+      std::fflush(stdout);
+      results.push_back(r);
+      continue;
+    }
+    if (row.check) {
+      bench::set_threads(thread_counts.front());
+#ifdef NORMGRAD_WITH_TORCH
+      torch_rows::set_threads(thread_counts.front());
+#endif
+      row.check();
+    }
     Work ours = row.ours();
     Work theirs = row.torch ? row.torch() : Work();
     Work ref = row.reference ? row.reference() : Work();
@@ -345,7 +681,16 @@ int main(int argc, char** argv) {
         r.note = fmt::format("of triad BW: normgrad {:.0f}%", 100 * row.bytes / r.ours / bw);
         if (r.torch > 0) r.note += fmt::format(", LibTorch {:.0f}%", 100 * row.bytes / r.torch / bw);
       }
-      fmt::print("{:<9} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
+      if (row.speedup && k > 0) {
+        const auto one = std::find_if(results.begin(), results.end(),
+                                      [&](const Result& q) { return q.row == &row && q.threads == 1; });
+        if (one != results.end() && t > 1) {
+          if (!r.note.empty()) r.note += "; ";
+          r.note += fmt::format("speedup over 1 thread: normgrad {:.2f}x", one->ours / r.ours);
+          if (r.torch > 0 && one->torch > 0) r.note += fmt::format(", LibTorch {:.2f}x", one->torch / r.torch);
+        }
+      }
+      fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)
         fmt::print("  LibTorch {:>12}  ratio {:5.2f}", fmt_time(r.torch, row.micro), r.ours / r.torch);
       fmt::print("  {}\n", r.note);
@@ -362,8 +707,8 @@ int main(int argc, char** argv) {
     for (const auto& r : results) {
       const bool micro = r.row->micro;
       const std::string unit = micro ? " per op" : "";
-      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} |\n", r.name, r.shape, r.threads, fmt_time(r.ours, micro),
-                        unit, r.torch > 0 ? fmt_time(r.torch, micro) : "-",
+      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} |\n", r.name, r.shape, r.threads, fmt_value(*r.row, r.ours),
+                        unit, r.torch > 0 ? fmt_value(*r.row, r.torch) : "-",
                         r.torch > 0 ? fmt::format("{:.2f}", r.ours / r.torch) : "-", r.note);
     }
     md += "\n";
@@ -373,6 +718,14 @@ int main(int argc, char** argv) {
                           thread_counts[k], bandwidth[k].copy, bandwidth[k].triad);
     md += fmt::format("- Minimum bytes per normalization row (S = numel(x) * 4 bytes): BatchNorm {}; LayerNorm, GroupNorm, RMSNorm {}.\n",
                       bn_rule, row_rule);
+    if (wanted("cnn_step") || wanted("cnn_eval")) md += fmt::format("- {}.\n", flops_rule);
+    if (wanted("cnn_step") && thread_counts.size() > 1)
+      md += "- cnn_step: the speedup over 1 thread is the 1-thread median / this row's median (target for normgrad: "
+            ">= 1.7x at 2 threads).\n";
+    if (wanted("cnn_peak_rss"))
+      md += "- cnn_peak_rss: peak resident memory (VmHWM) of a fresh process that trains the CNN, one per framework "
+            "(normgrad's is a build of this benchmark without LibTorch, so LibTorch's libraries are not in it); "
+            "`at start` is the process's VmRSS before the model is built (libraries, runtime).\n";
     for (const auto& r : rows)
       if (!r.torch_note.empty() && wanted(r.name)) md += fmt::format("- {}: {}.\n", r.name, r.torch_note);
     std::FILE* f = std::fopen(markdown.c_str(), "w");

@@ -5,6 +5,10 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+
 namespace bench::torch_rows {
 
 namespace {
@@ -79,6 +83,174 @@ std::function<void()> group_norm_fb(const std::vector<std::int64_t>& shape, std:
     reset_grad(w);
     reset_grad(b);
   };
+}
+
+// ---- the demo models ---------------------------------------------------------------------
+
+namespace {
+
+// Copies `init` into m's parameters by name; every parameter of m must be given, with its shape.
+void load_params(torch::nn::Module& m, const NamedArrays& init) {
+  if (init.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto params = m.named_parameters();
+  if (params.size() != init.size())
+    throw std::runtime_error("torch_rows: the LibTorch model has " + std::to_string(params.size()) +
+                             " parameters, normgrad's " + std::to_string(init.size()));
+  for (const auto& a : init) {
+    torch::Tensor* p = params.find(a.name);
+    if (!p) throw std::runtime_error("torch_rows: the LibTorch model has no parameter " + a.name);
+    if (p->sizes().vec() != a.shape) throw std::runtime_error("torch_rows: shape mismatch for " + a.name);
+    p->copy_(torch::from_blob(const_cast<float*>(a.values.data()), a.shape, f32()));
+  }
+}
+
+torch::Tensor images(const Batch& b) {
+  return torch::from_blob(const_cast<float*>(b.x.data()), b.x_shape, f32()).clone();
+}
+torch::Tensor labels(const Batch& b) {
+  return torch::from_blob(const_cast<std::int64_t*>(b.y.data()), {static_cast<std::int64_t>(b.y.size())},
+                          torch::TensorOptions().dtype(torch::kInt64))
+      .clone();
+}
+
+// PyTorch's optimizer.zero_grad(set_to_none=True), as normgrad's zero_grad (LibTorch 1.13's
+// Optimizer::zero_grad() fills the old gradients with zeros instead).
+void grads_to_none(torch::nn::Module& m) {
+  for (auto& p : m.parameters()) reset_grad(p);
+}
+
+// demo::fmnist_cnn(Norm::batch), layer for layer (state_dict keys 0.weight, 1.running_mean, ...).
+torch::nn::Sequential make_cnn() {
+  namespace nn = torch::nn;
+  return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(1, 32, 3).padding(1)), nn::BatchNorm2d(32), nn::ReLU(),
+                        nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Conv2d(nn::Conv2dOptions(32, 64, 3).padding(1)),
+                        nn::BatchNorm2d(64), nn::ReLU(), nn::MaxPool2d(nn::MaxPool2dOptions(2)), nn::Flatten(),
+                        nn::Linear(64 * 7 * 7, 128), nn::BatchNorm1d(128), nn::ReLU(), nn::Linear(128, 10));
+}
+
+// The LayerNorm-LSTM cell of layers/recurrent.h (Ba et al. 2016), parameters named as normgrad's
+// LayerNormLSTMCell: weight_ih (4H, F), weight_hh (4H, H), bias (4H), LayerNorms ln_ih (4H),
+// ln_hh (4H), ln_c (H).
+struct LNLSTMCellImpl : torch::nn::Module {
+  LNLSTMCellImpl(std::int64_t in, std::int64_t hidden) {
+    const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
+    weight_ih = register_parameter("weight_ih", torch::empty({4 * hidden, in}, f32()).uniform_(-k, k));
+    weight_hh = register_parameter("weight_hh", torch::empty({4 * hidden, hidden}, f32()).uniform_(-k, k));
+    bias = register_parameter("bias", torch::empty({4 * hidden}, f32()).uniform_(-k, k));
+    ln_ih = register_module("ln_ih", torch::nn::LayerNorm(torch::nn::LayerNormOptions({4 * hidden}).eps(1e-5)));
+    ln_hh = register_module("ln_hh", torch::nn::LayerNorm(torch::nn::LayerNormOptions({4 * hidden}).eps(1e-5)));
+    ln_c = register_module("ln_c", torch::nn::LayerNorm(torch::nn::LayerNormOptions({hidden}).eps(1e-5)));
+  }
+  torch::Tensor weight_ih, weight_hh, bias;
+  torch::nn::LayerNorm ln_ih{nullptr}, ln_hh{nullptr}, ln_c{nullptr};
+};
+TORCH_MODULE(LNLSTMCell);
+
+// The sequence module around one cell ("rnn.l0.*", as normgrad's LayerNormLSTM).
+struct LNLSTMImpl : torch::nn::Module {
+  LNLSTMImpl(std::int64_t in, std::int64_t hidden) : H(hidden) { l0 = register_module("l0", LNLSTMCell(in, hidden)); }
+  // x (T, N, F) -> h_T (N, H), exactly as RNNBase::run_layer for RNNKind::ln_lstm:
+  //   X = LN_ih(x W_ih^T) for all T steps in one GEMM, then per step
+  //   [i, f, g, o] = X_t + LN_hh(h W_hh^T) + b
+  //   c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(LN_c(c'))
+  // from h = c = 0; the per-step outputs are stacked into (T, N, H) as normgrad's forward_seq does.
+  torch::Tensor forward(const torch::Tensor& x) {
+    const std::int64_t T = x.size(0), N = x.size(1);
+    torch::Tensor X = l0->ln_ih(torch::nn::functional::linear(x.reshape({T * N, x.size(2)}), l0->weight_ih));
+    X = X.reshape({T, N, 4 * H});
+    torch::Tensor h = torch::zeros({N, H}, f32()), c = torch::zeros({N, H}, f32());
+    std::vector<torch::Tensor> hs;
+    hs.reserve(static_cast<std::size_t>(T));
+    for (std::int64_t t = 0; t < T; ++t) {
+      const torch::Tensor gates = X.select(0, t) + l0->ln_hh(torch::nn::functional::linear(h, l0->weight_hh)) + l0->bias;
+      const auto q = gates.chunk(4, -1);
+      c = torch::sigmoid(q[1]) * c + torch::sigmoid(q[0]) * torch::tanh(q[2]);
+      h = torch::sigmoid(q[3]) * torch::tanh(l0->ln_c(c));
+      hs.push_back(h);
+    }
+    torch::Tensor output = torch::stack(hs, 0);
+    (void)output;
+    return h;
+  }
+  std::int64_t H;
+  LNLSTMCell l0{nullptr};
+};
+TORCH_MODULE(LNLSTM);
+
+// demo::SequenceClassifier: "rnn" (LSTM or LayerNorm-LSTM) and "fc" = Linear(H, 10).
+struct SequenceClassifierImpl : torch::nn::Module {
+  SequenceClassifierImpl(bool layer_norm, std::int64_t hidden) {
+    if (layer_norm) ln_lstm = register_module("rnn", LNLSTM(28, hidden));
+    else lstm = register_module("rnn", torch::nn::LSTM(torch::nn::LSTMOptions(28, hidden).batch_first(true)));
+    fc = register_module("fc", torch::nn::Linear(hidden, 10));
+  }
+  // x (N, 1, 28, 28) -> (N, T = 28, F = 28) -> h_T (N, H) -> logits (N, 10)
+  torch::Tensor forward(const torch::Tensor& x) {
+    const torch::Tensor seq = x.reshape({x.size(0), 28, 28});
+    torch::Tensor h_T;
+    if (ln_lstm) h_T = ln_lstm->forward(seq.transpose(0, 1));  // batch first -> (T, N, F)
+    else h_T = std::get<0>(std::get<1>(lstm->forward(seq))).select(0, 0);
+    return fc->forward(h_T);
+  }
+  LNLSTM ln_lstm{nullptr};
+  torch::nn::LSTM lstm{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+TORCH_MODULE(SequenceClassifier);
+
+}  // namespace
+
+std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch) {
+  torch::nn::Sequential net = make_cnn();
+  load_params(*net, init);
+  net->train();
+  auto opt = std::make_shared<torch::optim::SGD>(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  const torch::Tensor x = images(batch), y = labels(batch);
+  return [net, opt, x, y]() mutable {
+    grads_to_none(*net);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    loss.backward();
+    opt->step();
+    return loss.item<double>();
+  };
+}
+
+std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch) {
+  torch::nn::Sequential net = make_cnn();
+  load_params(*net, init);
+  net->eval();
+  const torch::Tensor x = images(batch);
+  return [net, x]() mutable {
+    torch::NoGradGuard no_grad;
+    return net->forward(x).sum().item<double>();
+  };
+}
+
+std::function<double()> lstm_step(bool layer_norm, std::int64_t hidden, const NamedArrays& init, const Batch& batch) {
+  SequenceClassifier model(layer_norm, hidden);
+  load_params(*model, init);
+  auto opt = std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-3));
+  const torch::Tensor x = images(batch), y = labels(batch);
+  return [model, opt, x, y]() mutable {
+    grads_to_none(*model);
+    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt->step();
+    return loss.item<double>();
+  };
+}
+
+void cnn_train(int steps, std::int64_t batch_size) {
+  torch::manual_seed(1);
+  Batch b;
+  b.x_shape = {batch_size, 1, 28, 28};
+  const torch::Tensor x = torch::randn(b.x_shape, f32()).contiguous();
+  const torch::Tensor y = torch::randint(0, 10, {batch_size}, torch::TensorOptions().dtype(torch::kInt64));
+  b.x.assign(x.data_ptr<float>(), x.data_ptr<float>() + x.numel());
+  b.y.assign(y.data_ptr<std::int64_t>(), y.data_ptr<std::int64_t>() + y.numel());
+  auto step = cnn_step({}, b);
+  for (int i = 0; i < steps; ++i) step();
 }
 
 }  // namespace bench::torch_rows

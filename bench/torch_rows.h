@@ -27,4 +27,40 @@ std::function<void()> layer_norm_fb(std::int64_t rows, std::int64_t d, bool no_b
 // group_norm forward + backward (x, weight, bias).
 std::function<void()> group_norm_fb(const std::vector<std::int64_t>& shape, std::int64_t groups);
 
+// ---- the demo models (examples/models.h) ----------------------------------------------------
+// A float32 tensor by name, to hand normgrad's initial parameters to the LibTorch model (the
+// names are the state_dict keys, the same in both frameworks).
+struct NamedArray {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+using NamedArrays = std::vector<NamedArray>;
+
+// A fixed batch: images x (float32, shape x_shape) and int64 class labels y.
+struct Batch {
+  std::vector<std::int64_t> x_shape;
+  std::vector<float> x;
+  std::vector<std::int64_t> y;
+};
+
+// The demo BatchNorm CNN (demo::fmnist_cnn) as a torch::nn::Sequential with the same layers;
+// every parameter is overwritten by `init` (by name; an empty `init` keeps LibTorch's own
+// initialization). One call of the returned closure is one training step on `batch`:
+// gradients set to none, forward (training mode), cross-entropy (mean), backward, SGD step
+// (lr 0.05, momentum 0.9). Returns that step's loss.
+std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch);
+// The same model in eval mode under torch::NoGradGuard: forward only; returns the sum of the logits.
+std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch);
+// demo::SequenceClassifier: the 28 image rows as 28 time steps of 28 features, a one-layer
+// LSTM with hidden size `hidden` (batch first), Linear(hidden, 10) on the last hidden state.
+// layer_norm = false: torch::nn::LSTM. layer_norm = true: the LayerNorm-LSTM of
+// layers/recurrent.h written out in LibTorch ops (LibTorch has none), a loop over the steps.
+// One call is one training step with Adam (lr 1e-3); returns the loss.
+std::function<double()> lstm_step(bool layer_norm, std::int64_t hidden, const NamedArrays& init, const Batch& batch);
+
+// Peak resident memory: `steps` training steps of cnn_step on a random batch of `batch_size`
+// images (LibTorch's own initialization). Run it in a fresh process (see bench/main.cpp).
+void cnn_train(int steps, std::int64_t batch_size);
+
 }  // namespace bench::torch_rows

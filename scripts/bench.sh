@@ -48,6 +48,22 @@ loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print 
   echo "  groups), RMSNorm forward + backward w.r.t. x, weight (and bias) with a given output gradient;"
   echo "  gradients are reset to none after each repetition on both sides. LibTorch 1.13 has no RMSNorm:"
   echo "  its row compares against LibTorch's LayerNorm with a weight and no bias."
+  echo "- \`cnn_step\`: one training step of the demo BatchNorm CNN (\`demo::fmnist_cnn\` in"
+  echo "  \`examples/models.h\`; LibTorch: the same \`torch::nn::Sequential\`) at batch 64: gradients to"
+  echo "  none, forward, cross-entropy, backward, SGD (lr 0.05, momentum 0.9) step, on a fixed random batch."
+  echo "  The 2-thread row also gives the speedup over 1 thread (target for normgrad: >= 1.7x)."
+  echo "- \`cnn_eval\`: the same model in eval mode, forward only without gradients, at batch 256."
+  echo "- \`lnlstm_step\`, \`lstm_step\`: one Adam (lr 1e-3) training step of the demo sequence"
+  echo "  classifier (\`demo::SequenceClassifier\`, \`examples/fmnist_rnn.cpp\`): 28 steps of 28 features,"
+  echo "  hidden 128, batch 64, Linear(128, 10) on the last hidden state; with the LayerNorm-LSTM and"
+  echo "  with the plain LSTM. LibTorch: \`torch::nn::LSTM\` for \`lstm_step\`; it has no LayerNorm-LSTM,"
+  echo "  so \`lnlstm_step\`'s LibTorch column is the same cell written out in LibTorch ops, a loop over"
+  echo "  the 28 steps."
+  echo "- The model rows start LibTorch from normgrad's initial parameters and the same batch; the"
+  echo "  checks at the end of this page show that both compute the same losses. GFLOP/s of the CNN"
+  echo "  rows count the multiply-adds of its conv and linear layers (see the notes under the table)."
+  echo "- \`cnn_peak_rss\`: peak resident memory (VmHWM) of a 200-step CNN training run at batch 64,"
+  echo "  each framework in its own fresh process, at the largest thread count."
   echo "- Fraction of bandwidth = minimum bytes moved / time / measured triad bandwidth (same thread"
   echo "  count). Shapes whose data fit in the 32 MB L3 can exceed 100%."
   echo
@@ -69,5 +85,15 @@ loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print 
   echo "## Results"
   echo
   cat "$table"
+  if grep -q '^check:' "$log"; then
+    echo
+    echo "## Checks: the same computation on both sides"
+    echo
+    echo "First steps of each model row from the same parameters and batch (normgrad, then LibTorch):"
+    echo
+    echo '```'
+    grep '^check:' "$log"
+    echo '```'
+  fi
 } > docs/benchmarks.md
 echo "wrote docs/benchmarks.md"
