@@ -7,7 +7,10 @@
 // 64-byte aligned) and kept on a per-thread free list of that class when freed; the next
 // allocation of that class pops one. A block freed on another thread simply joins that
 // thread's list. Each list keeps at most 1 MB, so a thread holds at most 7 MB of spare
-// blocks. Under AddressSanitizer pooling is off, so that it still sees every use-after-free.
+// blocks. Larger blocks go to one cache shared by all threads (at most 256 MB, reused only for
+// a request of the same page-rounded size; see tensor.cpp): glibc would otherwise mmap/munmap
+// them every time, and every step of a loop on large tensors paid page faults on fresh
+// memory. Under AddressSanitizer pooling is off, so that it still sees every use-after-free.
 #pragma once
 #include <cstddef>
 #include <memory>

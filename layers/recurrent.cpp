@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "autograd/ops/rnn.h"
 #include "layers/dropout.h"
 #include "layers/init.h"
 #include "layers/layer_norm.h"
@@ -12,20 +13,17 @@ namespace ng::nn {
 namespace {
 
 // ---- the pointwise part of each cell, shared by cells and sequence modules -------------
-// gates (N, 4H) = [i, f, g, o] pre-activations; c (N, H) -> (h', c')
+// gates (N, 4H) = [i, f, g, o] pre-activations; c (N, H) -> (h', c'). The fused ops of
+// autograd/ops/rnn.h compute c' = f c + i g and h' = o tanh(c') in one pass each.
 RNNState lstm_pointwise(const Tensor& gates, const Tensor& c) {
-  const auto q = chunk(gates, 4, -1);
-  const Tensor i = sigmoid(q[0]), f = sigmoid(q[1]), g = tanh(q[2]), o = sigmoid(q[3]);
-  const Tensor c_next = add(mul(f, c), mul(i, g));  // c' = f c + i g
-  return {mul(o, tanh(c_next)), c_next};            // h' = o tanh(c')
+  const auto [h_next, c_next] = lstm_cell(gates, c);
+  return {h_next, c_next};
 }
 
 // Layer-normalized variant: h' = o tanh(LN_c(c')), c' carried unnormalized (Ba et al.).
 RNNState ln_lstm_pointwise(const Tensor& gates, const Tensor& c, LayerNorm& ln_c) {
-  const auto q = chunk(gates, 4, -1);
-  const Tensor i = sigmoid(q[0]), f = sigmoid(q[1]), g = tanh(q[2]), o = sigmoid(q[3]);
-  const Tensor c_next = add(mul(f, c), mul(i, g));
-  return {mul(o, tanh(ln_c.forward(c_next))), c_next};
+  const Tensor c_next = lstm_cell_state(gates, c);                   // c' = f c + i g
+  return {lstm_cell_output(gates, ln_c.forward(c_next)), c_next};  // h' = o tanh(LN_c(c'))
 }
 
 // gi = x W_ih^T + b_ih, gh = h W_hh^T + b_hh, both (N, 3H) = [r, z, n] blocks:
@@ -279,18 +277,21 @@ std::string RNNBase::extra_repr() const {
 
 Tensor RNNBase::run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c) {
   const Layer& L = layers_[k];
-  const std::int64_t T = x.size(0), N = x.size(1), G = gate_count(), H = hidden_size;
-  // The input projections of all T steps in one GEMM: (T*N, F) -> (T, N, G*H).
-  const Tensor xf = reshape(x, {T * N, x.size(2)});
-  Tensor xproj;
-  if (kind == RNNKind::ln_lstm) xproj = L.ln_lstm->ln_ih->forward(linear(xf, L.ln_lstm->weight_ih));
-  else if (kind == RNNKind::ln_gru) xproj = L.ln_gru->ln_ih->forward(linear(xf, L.ln_gru->weight_ih));
-  else xproj = linear(xf, L.weight_ih, L.bias_ih);
-  xproj = reshape(xproj, {T, N, G * H});
+  const std::int64_t T = x.size(0);
+  // The input projection of step t, x_t W_ih^T (+ b_ih, or LN_ih for the LayerNorm cells).
+  // Computed step by step rather than as one (T*N, F) GEMM followed by select(·, 0, t): the
+  // backward of each select would fill a zero tensor of the whole (T, N, G*H) projection and
+  // add it up, T times per sequence, which cost more than the GEMMs themselves. x_t itself is
+  // a view, recorded only when x requires grad (deeper layers).
+  auto input_part = [&](const Tensor& xt) {
+    if (kind == RNNKind::ln_lstm) return L.ln_lstm->ln_ih->forward(linear(xt, L.ln_lstm->weight_ih));
+    if (kind == RNNKind::ln_gru) return L.ln_gru->ln_ih->forward(linear(xt, L.ln_gru->weight_ih));
+    return linear(xt, L.weight_ih, L.bias_ih);
+  };
   std::vector<Tensor> hs;
   hs.reserve(static_cast<std::size_t>(T));
   for (std::int64_t t = 0; t < T; ++t) {
-    const Tensor xt = select(xproj, 0, t);  // (N, G*H)
+    const Tensor xt = input_part(select(x, 0, t));  // (N, G*H)
     switch (kind) {
       case RNNKind::rnn_tanh: h = tanh(add(xt, linear(h, L.weight_hh, L.bias_hh))); break;
       case RNNKind::rnn_relu: h = relu(add(xt, linear(h, L.weight_hh, L.bias_hh))); break;

@@ -159,13 +159,28 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (x.dim() == 0 || x.size(-1) != weight.size(1))
     fail<ShapeError>("linear: input {} has {} features, weight {} expects {}", x.shape(), x.dim() ? x.size(-1) : 0,
                      weight.shape(), weight.size(1));
-  Tensor y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
-  if (bias.defined()) {
-    if (bias.dim() != 1 || bias.size(0) != weight.size(0))
-      fail<ShapeError>("linear: bias {} does not match weight {}", bias.shape(), weight.shape());
-    y = add(y, bias);
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0)))
+    fail<ShapeError>("linear: bias {} does not match weight {}", bias.shape(), weight.shape());
+  Tensor y;
+  {
+    NoGradGuard no_grad;  // one node for the whole layer, recorded below
+    y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
+    if (bias.defined()) y = add(y, bias);
   }
-  return y;
+  // dx = G W,  dW = G^T x (rows of x and G flattened),  db = sum of G over the rows.
+  // Written out here, rather than left to matmul and transpose, so that dW comes out as a
+  // contiguous (out, in) matrix: through transpose's backward it arrived as a transposed
+  // view, which every accumulation into weight.grad then had to copy element by element.
+  return record("linear", {x, weight, bias}, y, [x, weight, bias](BackwardContext&, const Tensor& g) -> Grads {
+    Tensor dx, dw, db;
+    if (x.requires_grad()) dx = matmul(g, weight);
+    if (weight.requires_grad()) {
+      const std::int64_t out = weight.size(0), in = weight.size(1);
+      dw = matmul(transpose(reshape(g, {-1, out}), 0, 1), reshape(x, {-1, in}));
+    }
+    if (bias.defined() && bias.requires_grad()) db = sum_to(g, bias.shape());
+    return {dx, dw, db};
+  });
 }
 
 }  // namespace ng

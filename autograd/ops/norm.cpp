@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 #ifdef _OPENMP
 #include <omp.h>
@@ -37,6 +38,18 @@ inline std::int64_t run_offset(const NormSpec& sp, std::int64_t a, std::int64_t 
 
 // Split the statistics across threads only when there is enough work.
 inline bool parallel(const NormSpec& sp) { return sp.numel() > detail::kParallelGrain && sp.num_stats() > 1; }
+
+// Calls f(a, b) with a, b as std::true_type / std::false_type, so that the loops below test
+// these flags (weight given? bias given?) at compile time. A load like `weight ? weight[c] : 1`
+// behind a run-time test of the pointer keeps GCC from vectorizing a loop (it may not load
+// where the source does not), and the scalar loop was several times slower.
+template <class F>
+void with_flags(bool a, bool b, F&& f) {
+  if (a && b) f(std::true_type{}, std::true_type{});
+  else if (a) f(std::true_type{}, std::false_type{});
+  else if (b) f(std::false_type{}, std::true_type{});
+  else f(std::false_type{}, std::false_type{});
+}
 
 // ---- moments -----------------------------------------------------------------------------
 
@@ -78,13 +91,13 @@ Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
 }
 
 constexpr std::int64_t kChunk = 1024;
+constexpr std::int64_t kBlockBytes = 16 << 10;  // forward: statistics per block, by their bytes
 
-// mean[s] and biased var[s] = m2 / n  (RMSNorm: 0 and mean(x^2)), for every statistic s.
+// mean[s] and biased var[s] = m2 / n  (RMSNorm: 0 and mean(x^2)), for statistics s0..s1-1.
 template <class T>
-void moments_kernel(const T* x, const NormSpec& sp, double* mean, double* var) {
+void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_t s1, double* mean, double* var) {
   const std::int64_t run = sp.K * sp.E;
-#pragma omp parallel for if (parallel(sp))
-  for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
+  for (std::int64_t s = s0; s < s1; ++s) {
     Moments m;
     for (std::int64_t a = 0; a < sp.A; ++a) {
       const T* xr = x + run_offset(sp, a, s);
@@ -101,22 +114,24 @@ void moments_kernel(const T* x, const NormSpec& sp, double* mean, double* var) {
 // that is y = x * scale + shift with scale = rstd * weight[c], shift = bias[c] - mean * scale.
 // Arithmetic in double, so float32 rows with a large mean keep their small deviations.
 template <class T>
-void normalize_kernel(const T* x, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
-                      const T* bias, T* y) {
-#pragma omp parallel for if (parallel(sp))
-  for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
+void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_t s1, const double* mean,
+                      const double* rstd, const T* weight, const T* bias, T* y) {
+  for (std::int64_t s = s0; s < s1; ++s) {
     const std::int64_t g = s % sp.G;
     for (std::int64_t a = 0; a < sp.A; ++a) {
       const std::int64_t base = run_offset(sp, a, s);
       if (sp.E == 1) {  // LayerNorm / RMSNorm layout: a new channel at every element (same formula, SIMD over k)
         const T* xr = x + base;
         T* yr = y + base;
+        const double mu = mean[s], r = rstd[s];
+        with_flags(weight != nullptr, bias != nullptr, [&](auto has_w, auto has_b) {
 #pragma omp simd
-        for (std::int64_t k = 0; k < sp.K; ++k) {
-          const std::int64_t c = g * sp.K + k;
-          const double xhat = (static_cast<double>(xr[k]) - mean[s]) * rstd[s];
-          yr[k] = static_cast<T>(xhat * (weight ? static_cast<double>(weight[c]) : 1.0) + (bias ? static_cast<double>(bias[c]) : 0.0));
-        }
+          for (std::int64_t k = 0; k < sp.K; ++k) {
+            const std::int64_t c = g * sp.K + k;
+            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+            yr[k] = static_cast<T>(xhat * (has_w ? static_cast<double>(weight[c]) : 1.0) + (has_b ? static_cast<double>(bias[c]) : 0.0));
+          }
+        });
         continue;
       }
       for (std::int64_t k = 0; k < sp.K; ++k) {
@@ -186,19 +201,21 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
         if (sp.E == 1) {  // LayerNorm / RMSNorm layout: the same sums, SIMD over k
           const T* xr = x + base;
           const T* dyr = dy + base;
+          with_flags(weight != nullptr, params, [&](auto has_w, auto has_p) {  // has_p: parameter gradients wanted
 #pragma omp simd reduction(+ : sum_dyhat, sum_dyhat_xhat)
-          for (std::int64_t k = 0; k < sp.K; ++k) {
-            const std::int64_t c = g * sp.K + k;
-            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
-            const double dyk = static_cast<double>(dyr[k]);
-            const double w = weight ? static_cast<double>(weight[c]) : 1.0;
-            sum_dyhat += w * dyk;
-            sum_dyhat_xhat += w * dyk * xhat;
-            if (params) {
-              dw_t[c] += dyk * xhat;
-              db_t[c] += dyk;
+            for (std::int64_t k = 0; k < sp.K; ++k) {
+              const std::int64_t c = g * sp.K + k;
+              const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+              const double dyk = static_cast<double>(dyr[k]);
+              const double w = has_w ? static_cast<double>(weight[c]) : 1.0;
+              sum_dyhat += w * dyk;
+              sum_dyhat_xhat += w * dyk * xhat;
+              if (has_p) {
+                dw_t[c] += dyk * xhat;
+                db_t[c] += dyk;
+              }
             }
-          }
+          });
           continue;
         }
         for (std::int64_t k = 0; k < sp.K; ++k) {
@@ -232,13 +249,15 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const T* xr = x + base;
           const T* dyr = dy + base;
           T* dxr = dx + base;
+          with_flags(weight != nullptr, false, [&](auto has_w, auto) {
 #pragma omp simd
-          for (std::int64_t k = 0; k < sp.K; ++k) {
-            const std::int64_t c = g * sp.K + k;
-            const double xhat = (static_cast<double>(xr[k]) - mu) * r;
-            const double dyhat = static_cast<double>(dyr[k]) * (weight ? static_cast<double>(weight[c]) : 1.0);
-            dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));
-          }
+            for (std::int64_t k = 0; k < sp.K; ++k) {
+              const std::int64_t c = g * sp.K + k;
+              const double xhat = (static_cast<double>(xr[k]) - mu) * r;
+              const double dyhat = static_cast<double>(dyr[k]) * (has_w ? static_cast<double>(weight[c]) : 1.0);
+              dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));
+            }
+          });
           continue;
         }
         for (std::int64_t k = 0; k < sp.K; ++k) {
@@ -330,14 +349,22 @@ Tensor normalize_impl(const Tensor& x_in, const NormSpec& sp, const Tensor& weig
       NoGradGuard no_grad;
       mean_s.copy_(given_mean->detach().reshape(Shape{S}));
       var_s.copy_(given_var->detach().reshape(Shape{S}));
-    } else {
-      moments_kernel<T>(x.data<T>(), sp, mean_s.data<double>(), var_s.data<double>());
     }
-    const double* var = var_s.data<double>();
+    double* mean = mean_s.data<double>();
+    double* var = var_s.data<double>();
     double* rstd = rstd_s.data<double>();
-    for (std::int64_t s = 0; s < S; ++s) rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt
-    normalize_kernel<T>(x.data<T>(), sp, mean_s.data<double>(), rstd, weight.defined() ? weight.data<T>() : nullptr,
-                        bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+    // Blocks of statistics whose elements fit in L1 together: moments, then normalize the same
+    // block while x is still in cache, so the forward reads x from memory once, not twice.
+    const std::int64_t per_block = std::max<std::int64_t>(1, kBlockBytes / (sp.count() * static_cast<std::int64_t>(sizeof(T))));
+    const std::int64_t blocks = (S + per_block - 1) / per_block;
+#pragma omp parallel for if (parallel(sp))
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::int64_t s0 = b * per_block, s1 = std::min(S, s0 + per_block);
+      if (!given_mean) moments_kernel<T>(x.data<T>(), sp, s0, s1, mean, var);
+      for (std::int64_t s = s0; s < s1; ++s) rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt
+      normalize_kernel<T>(x.data<T>(), sp, s0, s1, mean, rstd, weight.defined() ? weight.data<T>() : nullptr,
+                          bias.defined() ? bias.data<T>() : nullptr, y.data<T>());
+    }
   });
   if (moments) *moments = NormMoments{mean_s, var_s, sp.count()};
 

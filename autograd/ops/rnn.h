@@ -1,0 +1,30 @@
+// Fused LSTM cell pointwise ops (ops/rnn.cpp). An LSTM step is a GEMM that produces the
+// gate pre-activations, then about ten small elementwise ops per step (four activations,
+// products and sums, and their backward); done one op at a time they cost more than the
+// GEMM at typical sizes. These ops do the pointwise part in one pass each, forward and
+// analytic backward side by side (as PyTorch's fused LSTM cell).
+//
+// gates (N, 4H) holds the pre-activations in PyTorch's order [i, f, g, o]:
+//     i = sigmoid(gates_i), f = sigmoid(gates_f), g = tanh(gates_g), o = sigmoid(gates_o)
+//     c' = f * c + i * g                 lstm_cell_state(gates, c)
+//     h' = o * tanh(u)                   lstm_cell_output(gates, u), u = c' (LSTM) or
+//                                        LayerNorm(c') (LayerNorm-LSTM, Ba et al. 2016)
+// Differentiable twice: under create_graph the backward is written with tensor ops.
+#pragma once
+#include <utility>
+
+#include "autograd/tape.h"
+#include "autograd/tensor.h"
+
+namespace ng {
+
+// c' = f * c + i * g for gates (N, 4H) and c (N, H); returns c' (N, H).
+Tensor lstm_cell_state(const Tensor& gates, const Tensor& c);
+
+// h' = o * tanh(u) for gates (N, 4H) (only the o block is read) and u (N, H).
+Tensor lstm_cell_output(const Tensor& gates, const Tensor& u);
+
+// The plain LSTM cell: {h', c'} = {lstm_cell_output(gates, c'), c'} with c' = lstm_cell_state(gates, c).
+std::pair<Tensor, Tensor> lstm_cell(const Tensor& gates, const Tensor& c);
+
+}  // namespace ng
