@@ -1,7 +1,10 @@
 // matmul and linear: every rank combination against a plain triple loop, strided operands,
 // gradchecks, error messages, float32 vs float64.
+#include <omp.h>
+
 #include <cmath>
 
+#include "autograd/blas.h"
 #include "tests/helpers.h"
 
 using namespace ng;
@@ -228,4 +231,40 @@ TEST_CASE("matmul: float32 agrees with float64") {
     CHECK(worst < 1e-4);
     CHECK(matmul(a.to(DType::f32), b.to(DType::f32)).dtype() == DType::f32);
   }
+}
+
+TEST_CASE("matmul: products large enough to be split across threads equal a plain loop") {
+  // Above detail::kGemmParallelWork multiply-adds, C is split in blocks of rows (M > N) or of
+  // columns (N >= M), one per OpenMP thread; every transpose combination, odd sizes (blocks of
+  // unequal length), 1 and 2 threads.
+  Generator gen(21);
+  struct Case {
+    std::int64_t M, N, K;
+  };
+  for (const int threads : {1, 2})
+    for (const Case c : {Case{37, 301, 197}, Case{301, 37, 197}})
+      for (const bool ta : {false, true})
+        for (const bool tb : {false, true}) {
+          CAPTURE(threads);
+          CAPTURE(c.M);
+          CAPTURE(ta);
+          CAPTURE(tb);
+          REQUIRE(c.M * c.N * c.K >= detail::kGemmParallelWork);
+          // stored as (K, M) / (N, K) when transposed, viewed back as (M, K) / (K, N)
+          Tensor a = ta ? transpose(randn({c.K, c.M}, DType::f64, &gen), 0, 1) : randn({c.M, c.K}, DType::f64, &gen);
+          Tensor b = tb ? transpose(randn({c.N, c.K}, DType::f64, &gen), 0, 1) : randn({c.K, c.N}, DType::f64, &gen);
+          const int before = omp_get_max_threads();
+          omp_set_num_threads(threads);
+          const Tensor y = matmul(a, b), y32 = matmul(a.to(DType::f32), b.to(DType::f32));
+          omp_set_num_threads(before);
+          std::vector<double> expect(static_cast<std::size_t>(c.M * c.N));
+          for (std::int64_t i = 0; i < c.M; ++i)
+            for (std::int64_t j = 0; j < c.N; ++j) {
+              double s = 0;
+              for (std::int64_t k = 0; k < c.K; ++k) s += a.at({i, k}) * b.at({k, j});
+              expect[static_cast<std::size_t>(i * c.N + j)] = s;
+            }
+          test::check_values(y, expect, 1e-11);
+          test::check_values(y32, expect, 2e-4);
+        }
 }

@@ -9,12 +9,12 @@
 //   dx      = col2im(dcol)   (each col entry adds back into the pixel it was copied from)
 //   db[o]   = sum_{n, i, j} gy[n, o, i, j]
 // col is recomputed in the backward instead of being stored (memory O(one image)).
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
+#include "autograd/blas.h"
 #include "autograd/ops.h"
 
 namespace ng {
@@ -35,18 +35,11 @@ struct ConvGeom {
   }
 };
 
-// C = alpha op(A) op(B) + beta C, row-major.
+// C = alpha op(A) op(B) + beta C, row-major (autograd/blas.h decides the threading).
 template <class T>
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t Nn, std::int64_t K, T alpha, const T* A, std::int64_t lda,
           const T* B, std::int64_t ldb, T beta, T* Cm, std::int64_t ldc) {
-  const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-  const auto m = static_cast<blasint>(M), n = static_cast<blasint>(Nn), k = static_cast<blasint>(K);
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, alpha, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta,
-                Cm, static_cast<blasint>(ldc));
-  else
-    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, alpha, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), beta,
-                Cm, static_cast<blasint>(ldc));
+  detail::gemm(ta, tb, M, Nn, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
 }
 
 // The output columns j whose input column j*s - pad + q*d lies in [0, W): [j0, j1).
@@ -114,25 +107,6 @@ void col2im(const ConvGeom& g, const T* dcol, T* dx) {
 // Images are split across OpenMP threads when the GEMM work is at least this many MACs.
 constexpr std::int64_t kConvParallelWork = std::int64_t{1} << 20;
 
-// While images run in parallel, each thread's GEMM runs single-threaded: OpenBLAS (pthreads
-// build) would otherwise start its own threads inside every OpenMP thread, and the
-// oversubscribed, busy-waiting threads made a 2-core training step several times slower.
-// (openblas_set_num_threads is process-wide; it is restored on leaving the scope.)
-class BlasSingleThread {
- public:
-  explicit BlasSingleThread(bool on) : prev_(on ? openblas_get_num_threads() : 0) {
-    if (on) openblas_set_num_threads(1);
-  }
-  ~BlasSingleThread() {
-    if (prev_ > 0) openblas_set_num_threads(prev_);
-  }
-  BlasSingleThread(const BlasSingleThread&) = delete;
-  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
-
- private:
-  int prev_;
-};
-
 bool parallel_over_images(const ConvGeom& g) {
   return g.N > 1 && omp_get_max_threads() > 1 && g.N * g.O * g.K() * g.P() >= kConvParallelWork;
 }
@@ -141,7 +115,6 @@ template <class T>
 void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* b, T* y) {
   const std::int64_t K = g.K(), P = g.P();
   const bool par = parallel_over_images(g);
-  const BlasSingleThread blas_guard(par);
 #pragma omp parallel if (par)
   {
     std::vector<T> col(g.pointwise() ? 0 : static_cast<std::size_t>(K * P));  // one buffer per thread
@@ -173,7 +146,6 @@ template <class T>
 void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx, T* dw, T* db) {
   const std::int64_t K = g.K(), P = g.P();
   const bool par = parallel_over_images(g);
-  const BlasSingleThread blas_guard(par);
   const std::size_t wsize = static_cast<std::size_t>(g.O * K);
   if (dw) std::fill(dw, dw + wsize, T(0));
   if (dx) std::fill(dx, dx + g.N * g.C * g.H * g.W, T(0));

@@ -1,7 +1,6 @@
 // Matrix products through BLAS (sgemm / dgemm). Views whose last two dims are a transposed
 // contiguous matrix are passed to BLAS with a transpose flag instead of being copied.
-#include <cblas.h>
-
+#include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 
@@ -31,14 +30,7 @@ bool blas_layout(std::int64_t rows, std::int64_t cols, std::int64_t rs, std::int
 template <class T>
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
           const T* B, std::int64_t ldb, T* C, std::int64_t ldc) {
-  const auto TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-  const auto m = static_cast<blasint>(M), n = static_cast<blasint>(N), k = static_cast<blasint>(K);
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, TA, TB, m, n, k, 1.0f, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), 0.0f,
-                C, static_cast<blasint>(ldc));
-  else
-    cblas_dgemm(CblasRowMajor, TA, TB, m, n, k, 1.0, A, static_cast<blasint>(lda), B, static_cast<blasint>(ldb), 0.0, C,
-                static_cast<blasint>(ldc));
+  detail::gemm(ta, tb, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
 }
 
 // (..., n, k) x (..., k, m) -> (..., n, m) for operands of rank >= 2, batch dims broadcast.
