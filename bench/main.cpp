@@ -663,7 +663,12 @@ int main(int argc, char** argv) {
       Result r{row.name, row.shape, "", t, 0, 0, 0, &row};
       bench::set_threads(t);
       r.ours = bench::measure(ours, 2, 5, min_time).median_s / row.divide;
-      if (ref) r.reference = bench::measure(ref, 2, 5, min_time).median_s / row.divide;
+      if (ref) {
+        // normgrad's own products set OpenBLAS to one thread (autograd/blas.h): give the direct
+        // cblas_sgemm call its t threads back.
+        bench::set_threads(t);
+        r.reference = bench::measure(ref, 2, 5, min_time).median_s / row.divide;
+      }
 #ifdef NORMGRAD_WITH_TORCH
       if (theirs) {
         torch_rows::set_threads(t);
