@@ -1,6 +1,6 @@
 // What the demos share (header-only, so a test can include it too):
 //   Args               --flag value / --flag=value / --switch command lines
-//   set_threads        OpenMP and OpenBLAS thread counts
+//   set_threads        the OpenMP thread count
 //   stop_requested     a flag set by Ctrl-C (SIGINT): finish the step, checkpoint, exit
 //   Stopwatch, hms     wall-clock time
 //   ProgressBar        a per-epoch bar on stderr (\r-updated on a terminal, plain lines otherwise)
@@ -41,8 +41,6 @@
 #include "layers/module.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
-
-extern "C" void openblas_set_num_threads(int num_threads);  // cblas.h (OpenBLAS)
 
 namespace demo {
 
@@ -151,11 +149,10 @@ class Args {
 
 // ---- threads ------------------------------------------------------------------------------
 // n <= 0 keeps the defaults (OMP_NUM_THREADS, else every core). Returns the count in use.
+// OpenMP's count is the only one: normgrad runs BLAS single-threaded inside its own OpenMP
+// threads (autograd/blas.h).
 inline int set_threads(std::int64_t n) {
-  if (n > 0) {
-    omp_set_num_threads(static_cast<int>(n));
-    openblas_set_num_threads(static_cast<int>(n));
-  }
+  if (n > 0) omp_set_num_threads(static_cast<int>(n));
   return omp_get_max_threads();
 }
 
@@ -548,7 +545,7 @@ inline bool same_setting(const std::string& a, const std::string& b) {
 // after the demo's own model and optimizer options.
 inline Args& add_run_options(Args& args, const std::string& csv_default) {
   return args.option("limit", "-1", "train on the first N training images only (-1: all 60000)")
-      .option("threads", "0", "OpenMP and OpenBLAS threads (0: OMP_NUM_THREADS or all cores)")
+      .option("threads", "0", "threads (0: OMP_NUM_THREADS or all cores)")
       .option("data-dir", "", "Fashion-MNIST folder (default: $NORMGRAD_DATA_DIR, else " +
                                   std::string(ng::io::kFashionMnistDefaultDir) + ")")
       .option("checkpoint", "", "save the training state here at each epoch end (and on Ctrl-C)")
