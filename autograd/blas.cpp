@@ -4,15 +4,20 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <mutex>
 #include <type_traits>
 
 namespace ng::detail {
 
 namespace {
 
-// BLAS on this thread's share only (see blas.h). openblas_set_num_threads is process-wide;
-// it is only called when the setting differs, so normally this is one load and a compare.
+// BLAS on this thread's share only (see blas.h). openblas_set_num_threads is process-wide and
+// not meant to be called from two threads at once; it is only called (under a lock) when the
+// setting differs, so normally this is one load and a compare.
 void blas_single_thread() {
+  if (openblas_get_num_threads() == 1) return;
+  static std::mutex mu;
+  const std::lock_guard<std::mutex> lock(mu);
   if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
