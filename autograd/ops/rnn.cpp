@@ -318,6 +318,7 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
     T_* pc = cs.data<T_>();
     T_* ptc = tcs.data<T_>();
     const T_* pwh = w_hh.data<T_>();
+    const bool parallel_rows = N * G4 >= detail::kParallelGrain;  // the pointwise pass of a step, over rows
     // Xp = X W_ih^T for all T N rows at once
     detail::gemm(false, true, T * N, G4, F, T_(1), x.data<T_>(), F, w_ih.data<T_>(), F, T_(0), pa, G4);
     for (std::int64_t t = 0; t < T; ++t) {
@@ -326,7 +327,7 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
       T_* at = pa + t * N * G4;
       // gates_t += h_{t-1} W_hh^T
       detail::gemm(false, true, N, G4, H, T_(1), h_prev, H, pwh, H, T_(1), at, G4);
-      for (std::int64_t n = 0; n < N; ++n) {
+      detail::parallel_for(N, parallel_rows, [&](std::int64_t n) {
         T_* ar = at + n * G4;
         const T_* cp = c_prev + n * H;
         T_* cr = pc + (t * N + n) * H;
@@ -347,7 +348,7 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
           tr[j] = tc;
           hr[j] = o * tc;  // h_t = o tanh(c_t)
         }
-      }
+      });
     }
     std::copy(pc + (T - 1) * N * H, pc + T * N * H, po + T * N * H);  // row T = c_T
   });
@@ -373,10 +374,11 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
           T_* pg = dG.data<T_>();
           T_* pdh = dh.data<T_>();
           T_* pdc = dc.data<T_>();
+          const bool parallel_rows = N * G4 >= detail::kParallelGrain;
           std::copy(pd + T * N * H, pd + (T + 1) * N * H, pdc);  // dL/dc_T from the output row T
           for (std::int64_t t = T - 1; t >= 0; --t) {
             const T_* c_prev = t == 0 ? c0.data<T_>() : pc + (t - 1) * N * H;
-            for (std::int64_t n = 0; n < N; ++n) {
+            detail::parallel_for(N, parallel_rows, [&](std::int64_t n) {
               const T_* ar = pa + (t * N + n) * G4;
               const T_* cp = c_prev + n * H;
               const T_* tr = ptc + (t * N + n) * H;
@@ -395,7 +397,7 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
                 gr[3 * H + j] = dht * tc * o * (T_(1) - o);           // dgates_o
                 dcr[j] = dct * f;                                     // dL/dc_{t-1}
               }
-            }
+            });
             // dh_{t-1} = dgates_t W_hh
             if (t > 0 || h0.requires_grad())
               detail::gemm(false, false, N, H, G4, T_(1), pg + t * N * G4, G4, w_hh.data<T_>(), H, T_(0), pdh, H);
