@@ -278,6 +278,15 @@ std::string RNNBase::extra_repr() const {
 Tensor RNNBase::run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c) {
   const Layer& L = layers_[k];
   const std::int64_t T = x.size(0);
+  if (kind == RNNKind::lstm) {
+    // The fused whole-sequence op (autograd/ops/rnn.h): one GEMM for all input projections,
+    // one per step for h W_hh^T, BPTT with one GEMM per weight gradient. It returns
+    // (T + 1, N, H) = [h_1 .. h_T, c_T]; the output, h_T and c_T are views of it.
+    const Tensor hc = lstm_sequence(x, h, c, L.weight_ih, L.weight_hh, L.bias_ih, L.bias_hh);
+    h = select(hc, 0, T - 1);
+    c = select(hc, 0, T);
+    return slice(hc, 0, 0, T);
+  }
   // The input projection of step t, x_t W_ih^T (+ b_ih, or LN_ih for the LayerNorm cells).
   // Computed step by step rather than as one (T*N, F) GEMM followed by select(·, 0, t): the
   // backward of each select would fill a zero tensor of the whole (T, N, G*H) projection and

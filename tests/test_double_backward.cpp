@@ -11,6 +11,7 @@
 #include <string>
 
 #include "autograd/functional.h"
+#include "layers/recurrent.h"
 #include "tests/helpers.h"
 
 using namespace ng;
@@ -555,4 +556,21 @@ TEST_CASE("hvp: a small CNN with BatchNorm and pooling against finite difference
     INFO("parameter ", i);
     CHECK(max_abs_diff(hv[i], fd[i]) < 1e-6 * std::max(1.0, max_abs(hv[i])));
   }
+}
+
+TEST_CASE("double backward: a two-layer LSTM (fused sequence op) w.r.t. input and initial state") {
+  Generator gen(3);
+  nn::RNNOptions opt;
+  opt.num_layers = 2;
+  opt.gen = &gen;
+  opt.dtype = DType::f64;
+  nn::LSTM lstm(3, 4, opt);
+  const Tensor x = test::rnd({3, 2, 3}, 601), h0 = test::rnd({2, 2, 4}, 602), c0 = test::rnd({2, 2, 4}, 603);
+  // output, h_n and c_n together, so that every view of the packed output is differentiated twice
+  CHECK_GRADGRAD(
+      [&lstm](const std::vector<Tensor>& in) {
+        const nn::RNNResult r = lstm.forward_seq(in[0], {in[1], in[2]});
+        return cat({reshape(r.output, {-1}), reshape(r.h_n, {-1}), reshape(r.c_n, {-1})}, 0);
+      },
+      {x, h0, c0});
 }

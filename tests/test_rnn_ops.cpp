@@ -1,6 +1,7 @@
 // The fused LSTM cell ops (autograd/ops/rnn.cpp): values against the equations written as a
 // loop, float64 gradchecks of both ops and of their composition, second derivatives through
 // the create_graph fallback, and the error cases.
+#include <algorithm>
 #include <cmath>
 
 #include "autograd/ops/rnn.h"
@@ -83,4 +84,128 @@ TEST_CASE("lstm_cell: errors name the op and the shapes") {
                        ShapeError);
   CHECK_THROWS_WITH_AS(lstm_cell(gates, zeros({3, 2}, DType::f64)), doctest::Contains("lstm_cell_state: dtypes differ"),
                        DTypeError);
+}
+
+// ---- lstm_sequence: the fused whole-sequence LSTM ------------------------------------------
+
+namespace {
+
+// The same sequence written step by step with plain tensor ops (no fused kernel), packed
+// like lstm_sequence: (T + 1, N, H) = [h_1 .. h_T, c_T].
+Tensor lstm_sequence_reference(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                               const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
+  Tensor h = h0, c = c0;
+  std::vector<Tensor> rows;
+  for (std::int64_t t = 0; t < x.size(0); ++t) {
+    const auto q = chunk(add(linear(select(x, 0, t), w_ih, b_ih), linear(h, w_hh, b_hh)), 4, -1);
+    c = add(mul(sigmoid(q[1]), c), mul(sigmoid(q[0]), tanh(q[2])));  // c_t = f c_{t-1} + i g
+    h = mul(sigmoid(q[3]), tanh(c));                                 // h_t = o tanh(c_t)
+    rows.push_back(h);
+  }
+  rows.push_back(c);
+  return stack(rows, 0);
+}
+
+// x, h0, c0, w_ih, w_hh, b_ih, b_hh for T = 3, N = 2, F = 3, H = 5 (float64 leaves).
+std::vector<Tensor> sequence_inputs(std::uint64_t seed, bool bias) {
+  const std::int64_t T = 3, N = 2, F = 3, H = 5;
+  std::vector<Tensor> in = {test::rnd({T, N, F}, seed),      test::rnd({N, H}, seed + 1),
+                            test::rnd({N, H}, seed + 2),     test::rnd({4 * H, F}, seed + 3),
+                            test::rnd({4 * H, H}, seed + 4)};
+  if (bias) {
+    in.push_back(test::rnd({4 * H}, seed + 5));
+    in.push_back(test::rnd({4 * H}, seed + 6));
+  }
+  return in;
+}
+
+Tensor run_fused(const std::vector<Tensor>& in) {
+  return lstm_sequence(in[0], in[1], in[2], in[3], in[4], in.size() > 5 ? in[5] : Tensor(),
+                       in.size() > 6 ? in[6] : Tensor());
+}
+Tensor run_reference(const std::vector<Tensor>& in) {
+  return lstm_sequence_reference(in[0], in[1], in[2], in[3], in[4], in.size() > 5 ? in[5] : Tensor(),
+                                 in.size() > 6 ? in[6] : Tensor());
+}
+
+// max_k |a_k - b_k| / (1 + |b_k|): one number per tensor (the large case has a million elements)
+double max_rel_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const auto va = a.to_vector(), vb = b.to_vector();
+  double m = 0;
+  for (std::size_t k = 0; k < va.size(); ++k) m = std::max(m, std::abs(va[k] - vb[k]) / (1 + std::abs(vb[k])));
+  return m;
+}
+
+// Values and the gradients of <w, out> w.r.t. every input: fused vs reference.
+void check_fused_equals_reference(const std::vector<Tensor>& in, double tol) {
+  const Tensor fused = run_fused(in), ref = run_reference(in);
+  CHECK(max_rel_diff(fused, ref) <= tol);
+  Generator gen(5);
+  const Tensor w = randn(fused.shape(), in[0].dtype(), &gen);
+  const auto gf = grad({mul(fused, w).sum()}, in), gr = grad({mul(ref, w).sum()}, in);
+  for (std::size_t k = 0; k < in.size(); ++k) {
+    INFO("input " << k);
+    CHECK(max_rel_diff(gf[k], gr[k]) <= tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("lstm_sequence: float64 gradcheck w.r.t. x, h0, c0, w_ih, w_hh, b_ih, b_hh") {
+  CHECK_GRADCHECK(gradcheck(run_fused, sequence_inputs(51, true)));
+  CHECK_GRADCHECK(gradcheck(run_fused, sequence_inputs(61, false)));  // no biases
+  // Only the weights requiring grad (x, h0, c0 constants), and only x.
+  auto in = sequence_inputs(71, true);
+  const Tensor x = in[0].detach(), h0 = in[1].detach(), c0 = in[2].detach();
+  CHECK_GRADCHECK(gradcheck(
+      [&](const std::vector<Tensor>& w) { return lstm_sequence(x, h0, c0, w[0], w[1], w[2], w[3]); },
+      {in[3], in[4], in[5], in[6]}));
+  const Tensor w_ih = in[3].detach(), w_hh = in[4].detach();
+  CHECK_GRADCHECK(
+      gradcheck([&](const std::vector<Tensor>& v) { return lstm_sequence(v[0], h0, c0, w_ih, w_hh); }, {in[0]}));
+}
+
+TEST_CASE("lstm_sequence: equals the per-step composite, values and all gradients, float64 and float32") {
+  check_fused_equals_reference(sequence_inputs(81, true), 1e-12);
+  check_fused_equals_reference(sequence_inputs(91, false), 1e-12);
+  std::vector<Tensor> in32;
+  for (const Tensor& t : sequence_inputs(101, true)) in32.push_back(t.detach().to(DType::f32).requires_grad_());
+  check_fused_equals_reference(in32, 2e-4);
+  // T = 1 (no recurrent GEMM in the backward beyond h0's)
+  std::vector<Tensor> in1 = sequence_inputs(111, true);
+  in1[0] = test::rnd({1, 2, 3}, 112);
+  check_fused_equals_reference(in1, 1e-12);
+  // A step large enough (N 4H >= kParallelGrain) for the pointwise passes to split rows across threads.
+  const std::int64_t N = 16, H = 512;
+  check_fused_equals_reference({test::rnd({2, N, 3}, 131), test::rnd({N, H}, 132), test::rnd({N, H}, 133),
+                                mul(test::rnd({4 * H, 3}, 134, false), 0.1).requires_grad_(),
+                                mul(test::rnd({4 * H, H}, 135, false), 0.05).requires_grad_(), test::rnd({4 * H}, 136),
+                                test::rnd({4 * H}, 137)},
+                               1e-10);
+}
+
+TEST_CASE("lstm_sequence: second derivatives (create_graph switches to tensor ops)") {
+  CHECK_GRADCHECK(gradgradcheck(run_fused, sequence_inputs(121, true)));
+}
+
+TEST_CASE("lstm_sequence: errors name the op and the shapes") {
+  const Tensor x = zeros({3, 2, 3}), h = zeros({2, 5}), w_ih = zeros({20, 3}), w_hh = zeros({20, 5});
+  CHECK_THROWS_WITH_AS(lstm_sequence(zeros({2, 3}), h, h, w_ih, w_hh),
+                       doctest::Contains("lstm_sequence: x must have shape (T, N, F)"), ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(zeros({0, 2, 3}), h, h, w_ih, w_hh), doctest::Contains("T >= 1"), ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, h, h, w_ih, zeros({19, 5})),
+                       doctest::Contains("lstm_sequence: w_hh must have shape (4H, H)"), ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, h, h, zeros({20, 4}), w_hh),
+                       doctest::Contains("lstm_sequence: w_ih must have shape (4H, F): expected [20, 3] vs actual [20, 4]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, zeros({3, 5}), h, w_ih, w_hh),
+                       doctest::Contains("lstm_sequence: h0 must have shape (N, H): expected [2, 5] vs actual [3, 5]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, h, zeros({2, 4}), w_ih, w_hh), doctest::Contains("c0 must have shape"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, h, h, w_ih, w_hh, zeros({5})),
+                       doctest::Contains("lstm_sequence: b_ih must have shape (4H)"), ShapeError);
+  CHECK_THROWS_WITH_AS(lstm_sequence(x, h, h, w_ih, w_hh, zeros({20}), zeros({20}, DType::f64)),
+                       doctest::Contains("lstm_sequence: dtypes differ"), DTypeError);
 }

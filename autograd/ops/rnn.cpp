@@ -10,6 +10,10 @@
 //       dgates_o = dh t o (1 - o),   du = dh o (1 - t^2),   dgates_i,f,g = 0.
 #include "autograd/ops/rnn.h"
 
+#include <algorithm>
+#include <vector>
+
+#include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
 #include "autograd/simd_math.h"
@@ -195,6 +199,245 @@ std::pair<Tensor, Tensor> lstm_cell(const Tensor& gates, const Tensor& c) {
   Tensor c_next = lstm_cell_state(gates, c);
   Tensor h_next = lstm_cell_output(gates, c_next);
   return {h_next, c_next};
+}
+
+// ---- the fused sequence ---------------------------------------------------------------------
+//
+// Forward, per step t = 1..T (A_t = the activations [i, f, g, o] of step t, saved):
+//     gates_t = x_t W_ih^T + b_ih + b_hh + h_{t-1} W_hh^T
+//     c_t = f c_{t-1} + i g,   h_t = o tanh(c_t)
+// Backward through time, t = T..1, with dh_t = dL/dh_t from the output plus the recurrent
+// part from step t+1, and dc carried from step t+1 (dc = dL/dc_T at the start):
+//     dgates_o = dh_t tanh(c_t) o (1 - o)
+//     dc      += dh_t o (1 - tanh(c_t)^2)
+//     dgates_i = dc g i (1 - i),  dgates_f = dc c_{t-1} f (1 - f),  dgates_g = dc i (1 - g^2)
+//     dc      <- dc f                                      (dL/dc_{t-1})
+//     dh_{t-1} += dgates_t W_hh                            (one GEMM per step)
+// and, with dG the dgates of all steps stacked (T N, 4H), Hprev = [h_0 .. h_{T-1}] (T N, H):
+//     dW_ih = dG^T X,  dW_hh = dG^T Hprev,  dX = dG W_ih,  db_ih = db_hh = column sums of dG
+// (one GEMM each instead of one per step).
+
+namespace {
+
+struct SeqDims {
+  std::int64_t T, N, F, H;
+};
+
+SeqDims check_sequence_args(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                            const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
+  constexpr const char* op = "lstm_sequence";
+  if (x.dim() != 3 || x.size(0) == 0)
+    fail<ShapeError>("{}: x must have shape (T, N, F) with T >= 1: got {}", op, x.shape());
+  if (w_hh.dim() != 2 || w_hh.size(0) != 4 * w_hh.size(1))
+    fail<ShapeError>("{}: w_hh must have shape (4H, H): got {}", op, w_hh.shape());
+  const std::int64_t T = x.size(0), N = x.size(1), F = x.size(2), H = w_hh.size(1);
+  if (w_ih.shape() != Shape{4 * H, F})
+    fail<ShapeError>("{}: w_ih must have shape (4H, F): expected [{}, {}] vs actual {}", op, 4 * H, F, w_ih.shape());
+  for (const auto& [s, name] : {std::pair{&h0, "h0"}, std::pair{&c0, "c0"}})
+    if (s->shape() != Shape{N, H})
+      fail<ShapeError>("{}: {} must have shape (N, H): expected [{}, {}] vs actual {}", op, name, N, H, s->shape());
+  for (const auto& [b, name] : {std::pair{&b_ih, "b_ih"}, std::pair{&b_hh, "b_hh"}})
+    if (b->defined() && b->shape() != Shape{4 * H})
+      fail<ShapeError>("{}: {} must have shape (4H): expected [{}] vs actual {}", op, name, 4 * H, b->shape());
+  for (const auto& [t, name] : {std::pair{&h0, "h0"}, std::pair{&c0, "c0"}, std::pair{&w_ih, "w_ih"},
+                                std::pair{&w_hh, "w_hh"}, std::pair{&b_ih, "b_ih"}, std::pair{&b_hh, "b_hh"}})
+    if (t->defined() && t->dtype() != x.dtype())
+      fail<DTypeError>("{}: dtypes differ: x {} vs {} {}", op, x.dtype(), name, t->dtype());
+  return {T, N, F, H};
+}
+
+// The backward with differentiable ops, under create_graph: the forward is recomputed step by
+// step from the saved inputs with tensor ops (so that the activations depend on the inputs in
+// the new graph), then the same BPTT formulas as the fused kernel.
+Grads sequence_backward_composite(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+                                  const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh, const Tensor& dout,
+                                  const SeqDims& d) {
+  const std::int64_t T = d.T;
+  std::vector<GateActs> a;
+  std::vector<Tensor> hs{h0}, cs{c0}, tcs;  // h_0..h_T, c_0..c_T, tanh(c_1)..tanh(c_T)
+  for (std::int64_t t = 0; t < T; ++t) {
+    a.push_back(gate_acts(add(linear(select(x, 0, t), w_ih, b_ih), linear(hs.back(), w_hh, b_hh))));
+    const GateActs& q = a.back();
+    cs.push_back(add(mul(q.f, cs.back()), mul(q.i, q.g)));
+    tcs.push_back(tanh(cs.back()));
+    hs.push_back(mul(q.o, tcs.back()));
+  }
+  std::vector<Tensor> dgs(static_cast<std::size_t>(T));
+  Tensor dh, dc = select(dout, 0, T);
+  for (std::int64_t t = T - 1; t >= 0; --t) {
+    const auto k = static_cast<std::size_t>(t);
+    const GateActs& q = a[k];
+    const Tensor& tc = tcs[k];
+    const Tensor dht = dh.defined() ? add(select(dout, 0, t), dh) : select(dout, 0, t);
+    const Tensor dgo = mul(dht, mul(tc, dsigmoid(q.o)));
+    dc = add(dc, mul(dht, mul(q.o, rsub(1.0, mul(tc, tc)))));
+    dgs[k] = cat({mul(dc, mul(q.g, dsigmoid(q.i))), mul(dc, mul(cs[k], dsigmoid(q.f))),
+                  mul(dc, mul(q.i, rsub(1.0, mul(q.g, q.g)))), dgo},
+                 -1);
+    dc = mul(dc, q.f);
+    dh = matmul(dgs[k], w_hh);
+  }
+  const Tensor dG = reshape(stack(dgs, 0), {T * d.N, 4 * d.H});
+  Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
+  if (x.requires_grad()) dx = reshape(matmul(dG, w_ih), x.shape());
+  if (w_ih.requires_grad()) dw_ih = matmul(transpose(dG, 0, 1), reshape(x, {T * d.N, d.F}));
+  if (w_hh.requires_grad()) {
+    hs.pop_back();  // Hprev = h_0 .. h_{T-1}
+    dw_hh = matmul(transpose(dG, 0, 1), reshape(stack(hs, 0), {T * d.N, d.H}));
+  }
+  if (b_ih.defined() && b_ih.requires_grad()) db_ih = sum(dG, {0});
+  if (b_hh.defined() && b_hh.requires_grad()) db_hh = sum(dG, {0});
+  return {dx, h0.requires_grad() ? dh : Tensor(), c0.requires_grad() ? dc : Tensor(), dw_ih, dw_hh, db_ih, db_hh};
+}
+
+}  // namespace
+
+Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_in, const Tensor& w_ih_in,
+                     const Tensor& w_hh_in, const Tensor& b_ih, const Tensor& b_hh) {
+  constexpr const char* op = "lstm_sequence";
+  const SeqDims d = check_sequence_args(x_in, h0_in, c0_in, w_ih_in, w_hh_in, b_ih, b_hh);
+  const Tensor x = x_in.contiguous(), h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  const Tensor w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
+  Tensor out = empty({d.T + 1, d.N, d.H}, x.dtype());  // h_1..h_T, c_T
+  Tensor act = empty({d.T, d.N, 4 * d.H}, x.dtype());  // gates_t, overwritten by [i, f, g, o]_t
+  Tensor cs = empty({d.T, d.N, d.H}, x.dtype());       // c_1..c_T
+  Tensor tcs = empty({d.T, d.N, d.H}, x.dtype());      // tanh(c_1)..tanh(c_T)
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T_ = decltype(tag);
+    const std::int64_t T = d.T, N = d.N, F = d.F, H = d.H, G4 = 4 * d.H;
+    // b = b_ih + b_hh, added in the pointwise pass
+    std::vector<T_> b(static_cast<std::size_t>(G4), T_(0));
+    for (const Tensor* bt : {&b_ih, &b_hh})
+      if (bt->defined()) {
+        const Tensor bc = bt->contiguous();
+        const T_* pb = bc.data<T_>();
+        for (std::int64_t j = 0; j < G4; ++j) b[static_cast<std::size_t>(j)] += pb[j];
+      }
+    T_* pa = act.data<T_>();
+    T_* po = out.data<T_>();
+    T_* pc = cs.data<T_>();
+    T_* ptc = tcs.data<T_>();
+    const T_* pwh = w_hh.data<T_>();
+    const bool parallel_rows = N * G4 >= detail::kParallelGrain;  // the pointwise pass of a step, over rows
+    // Xp = X W_ih^T for all T N rows at once
+    detail::gemm(false, true, T * N, G4, F, T_(1), x.data<T_>(), F, w_ih.data<T_>(), F, T_(0), pa, G4);
+    for (std::int64_t t = 0; t < T; ++t) {
+      const T_* h_prev = t == 0 ? h0.data<T_>() : po + (t - 1) * N * H;
+      const T_* c_prev = t == 0 ? c0.data<T_>() : pc + (t - 1) * N * H;
+      T_* at = pa + t * N * G4;
+      // gates_t += h_{t-1} W_hh^T
+      detail::gemm(false, true, N, G4, H, T_(1), h_prev, H, pwh, H, T_(1), at, G4);
+      detail::parallel_for(N, parallel_rows, [&](std::int64_t n) {
+        T_* ar = at + n * G4;
+        const T_* cp = c_prev + n * H;
+        T_* cr = pc + (t * N + n) * H;
+        T_* tr = ptc + (t * N + n) * H;
+        T_* hr = po + (t * N + n) * H;
+        const T_* bb = b.data();
+#pragma omp simd
+        for (std::int64_t j = 0; j < H; ++j) {
+          const T_ i = detail::sigmoid_of(ar[j] + bb[j]), f = detail::sigmoid_of(ar[H + j] + bb[H + j]);
+          const T_ g = detail::tanh_of(ar[2 * H + j] + bb[2 * H + j]), o = detail::sigmoid_of(ar[3 * H + j] + bb[3 * H + j]);
+          ar[j] = i;
+          ar[H + j] = f;
+          ar[2 * H + j] = g;
+          ar[3 * H + j] = o;
+          const T_ c = f * cp[j] + i * g;  // c_t = f c_{t-1} + i g
+          const T_ tc = detail::tanh_of(c);
+          cr[j] = c;
+          tr[j] = tc;
+          hr[j] = o * tc;  // h_t = o tanh(c_t)
+        }
+      });
+    }
+    std::copy(pc + (T - 1) * N * H, pc + T * N * H, po + T * N * H);  // row T = c_T
+  });
+  return record(
+      op, {x, h0, c0, w_ih, w_hh, b_ih, b_hh}, out,
+      [x, h0, c0, w_ih, w_hh, b_ih, b_hh, act, cs, tcs, d](BackwardContext& ctx, const Tensor& dout_in) -> Grads {
+        if (ctx.create_graph()) return sequence_backward_composite(x, h0, c0, w_ih, w_hh, b_ih, b_hh, dout_in, d);
+        const std::int64_t T = d.T, N = d.N, F = d.F, H = d.H, G4 = 4 * d.H;
+        const Tensor dout = dout_in.contiguous();
+        const Tensor hout = ctx.output();  // h_1..h_T in rows 0..T-1
+        const bool need_b = (b_ih.defined() && b_ih.requires_grad()) || (b_hh.defined() && b_hh.requires_grad());
+        Tensor dG = empty({T, N, G4}, x.dtype());
+        Tensor dh = zeros({N, H}, x.dtype());  // recurrent dL/dh_{t-1} from step t
+        Tensor dc = empty({N, H}, x.dtype());  // dL/dc_t carried backwards
+        Tensor dx, dw_ih, dw_hh, db_ih, db_hh;
+        dispatch_float(x.dtype(), "lstm_sequence", [&](auto tag) {
+          using T_ = decltype(tag);
+          const T_* pa = act.data<T_>();
+          const T_* pc = cs.data<T_>();
+          const T_* ptc = tcs.data<T_>();
+          const T_* pd = dout.data<T_>();
+          const T_* ph = hout.data<T_>();
+          T_* pg = dG.data<T_>();
+          T_* pdh = dh.data<T_>();
+          T_* pdc = dc.data<T_>();
+          const bool parallel_rows = N * G4 >= detail::kParallelGrain;
+          std::copy(pd + T * N * H, pd + (T + 1) * N * H, pdc);  // dL/dc_T from the output row T
+          for (std::int64_t t = T - 1; t >= 0; --t) {
+            const T_* c_prev = t == 0 ? c0.data<T_>() : pc + (t - 1) * N * H;
+            detail::parallel_for(N, parallel_rows, [&](std::int64_t n) {
+              const T_* ar = pa + (t * N + n) * G4;
+              const T_* cp = c_prev + n * H;
+              const T_* tr = ptc + (t * N + n) * H;
+              const T_* dor = pd + (t * N + n) * H;
+              T_* gr = pg + (t * N + n) * G4;
+              T_* dhr = pdh + n * H;
+              T_* dcr = pdc + n * H;
+#pragma omp simd
+              for (std::int64_t j = 0; j < H; ++j) {
+                const T_ i = ar[j], f = ar[H + j], g = ar[2 * H + j], o = ar[3 * H + j], tc = tr[j];
+                const T_ dht = dor[j] + dhr[j];
+                const T_ dct = dcr[j] + dht * o * (T_(1) - tc * tc);  // dc += dh o (1 - tanh(c)^2)
+                gr[j] = dct * g * i * (T_(1) - i);                    // dgates_i
+                gr[H + j] = dct * cp[j] * f * (T_(1) - f);            // dgates_f
+                gr[2 * H + j] = dct * i * (T_(1) - g * g);            // dgates_g
+                gr[3 * H + j] = dht * tc * o * (T_(1) - o);           // dgates_o
+                dcr[j] = dct * f;                                     // dL/dc_{t-1}
+              }
+            });
+            // dh_{t-1} = dgates_t W_hh
+            if (t > 0 || h0.requires_grad())
+              detail::gemm(false, false, N, H, G4, T_(1), pg + t * N * G4, G4, w_hh.data<T_>(), H, T_(0), pdh, H);
+          }
+          if (x.requires_grad()) {  // dX = dG W_ih
+            dx = empty({T, N, F}, x.dtype());
+            detail::gemm(false, false, T * N, F, G4, T_(1), pg, G4, w_ih.data<T_>(), F, T_(0), dx.data<T_>(), F);
+          }
+          if (w_ih.requires_grad()) {  // dW_ih = dG^T X
+            dw_ih = empty({G4, F}, x.dtype());
+            detail::gemm(true, false, G4, F, T * N, T_(1), pg, G4, x.data<T_>(), F, T_(0), dw_ih.data<T_>(), F);
+          }
+          if (w_hh.requires_grad()) {  // dW_hh = dG^T Hprev = dG_0^T h_0 + dG_{1..T-1}^T [h_1 .. h_{T-1}]
+            dw_hh = empty({G4, H}, x.dtype());
+            T_* pw = dw_hh.data<T_>();
+            detail::gemm(true, false, G4, H, N, T_(1), pg, G4, h0.data<T_>(), H, T_(0), pw, H);
+            if (T > 1) detail::gemm(true, false, G4, H, (T - 1) * N, T_(1), pg + N * G4, G4, ph, H, T_(1), pw, H);
+          }
+          if (need_b) {  // db = column sums of dG (accumulated in double)
+            std::vector<double> s(static_cast<std::size_t>(G4), 0.0);
+            double* ps = s.data();
+            for (std::int64_t r = 0; r < T * N; ++r) {
+              const T_* gr = pg + r * G4;
+#pragma omp simd
+              for (std::int64_t j = 0; j < G4; ++j) ps[j] += static_cast<double>(gr[j]);
+            }
+            auto column_sums = [&] {
+              Tensor db = empty({G4}, x.dtype());
+              T_* pb = db.data<T_>();
+              for (std::int64_t j = 0; j < G4; ++j) pb[j] = static_cast<T_>(ps[j]);
+              return db;
+            };
+            if (b_ih.defined() && b_ih.requires_grad()) db_ih = column_sums();
+            if (b_hh.defined() && b_hh.requires_grad()) db_hh = column_sums();
+          }
+        });
+        return {dx, h0.requires_grad() ? dh : Tensor(), c0.requires_grad() ? dc : Tensor(), dw_ih, dw_hh, db_ih,
+                db_hh};
+      },
+      SaveOutput::yes);
 }
 
 }  // namespace ng
