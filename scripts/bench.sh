@@ -18,7 +18,7 @@ table=$(mktemp)
 log=$(mktemp)
 trap 'rm -f "$table" "$log"' EXIT
 load_before=$(cut -d' ' -f1 /proc/loadavg)
-"$build/bin/normgrad_bench" --markdown "$table" "$@" | tee "$log"
+"$build/bin/normgrad_bench" --markdown "$table" --min-time 1 "$@" | tee "$log"
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
@@ -39,7 +39,9 @@ loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print 
   echo "plus \`torch::set_num_threads\` for LibTorch); times are medians over repetitions after 2 warm-up runs."
   echo "Threads: normgrad runs BLAS single-threaded inside its own OpenMP threads (\`autograd/blas.h\`);"
   echo "LibTorch runs with its defaults (OpenMP for its own kernels, OpenBLAS's threads for GEMMs)."
-  echo "Ratio = normgrad / LibTorch (below 1: normgrad is faster)."
+  echo "Ratio = normgrad / LibTorch (below 1: normgrad is faster). On the 2-core virtual machine these"
+  echo "tables come from, the same row varies by up to ~20% between runs (more for LibTorch at 2 threads),"
+  echo "so compare ratios across several runs before reading much into a single one."
   echo
   echo "Rows:"
   echo
