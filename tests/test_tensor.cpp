@@ -405,3 +405,24 @@ TEST_CASE("tensor: fmt shows requires_grad and grad_fn") {
   CHECK(fmt::format("{}", exp(x)).find(", grad_fn=exp)") != std::string::npos);
   CHECK(fmt::format("{:s}", x.detach()) == "tensor(shape=[2], dtype=float64)");
 }
+
+TEST_CASE("tensor: large buffers are recycled, and zeros() of a recycled buffer is zero") {
+  // Freed buffers above 4 KB are kept for the next request of the same size (tensor.cpp);
+  // a recycled buffer holds the old values, so every factory that promises values must write
+  // them. 293 x 1009 floats: well above the small-block pool, a size no other test uses.
+  const Shape big{293, 1009};
+  const void* first = nullptr;
+  {
+    Tensor t = full(big, 7.0);
+    first = t.data<float>();
+  }
+  Tensor z = zeros(big);
+  const auto zv = z.to_vector();
+  CHECK(std::all_of(zv.begin(), zv.end(), [](double v) { return v == 0.0; }));
+  Tensor o = ones(big);
+  const auto ov = o.to_vector();
+  CHECK(std::all_of(ov.begin(), ov.end(), [](double v) { return v == 1.0; }));
+#if !defined(__SANITIZE_ADDRESS__)
+  CHECK(static_cast<const void*>(z.data<float>()) == first);  // the freed block came back
+#endif
+}
