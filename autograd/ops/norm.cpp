@@ -90,7 +90,43 @@ Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
   return {static_cast<double>(n), mu, m2};
 }
 
+// float32 rows (E == 1, A == 1: LayerNorm, RMSNorm, GroupNorm without spatial axes): the same
+// moments with float lanes (8 per AVX2 vector instead of 4) by the corrected two-pass formula
+// (Chan, Golub & LeVeque 1983): around any centre c, with d_i = x_i - c,
+//   mean = c + sum(d) / n,   m2 = sum(d^2) - sum(d)^2 / n.
+// The centre c is a rough chunk mean (x[0] + mean of x - x[0], in float), so the d_i are of
+// the size of the deviations even for rows offset by 1e4: x_i - c is exact (Sterbenz) when x_i
+// is within a factor 2 of c, and otherwise is rounded like a value of the size of the
+// deviation. Float sums over one chunk of at most kChunk elements (kChunk / 8 terms per lane)
+// have relative error <= ~kChunk / 8 * 2^-24 ~ 1e-5 of sum |d|, sum d^2; chunks merge in double.
+Moments chunk_moments_f32(const float* x, std::int64_t n, bool subtract_mean) {
+  float c = 0.0f;
+  if (subtract_mean) {
+    const float x0 = x[0];
+    float sum_shifted = 0.0f;
+#pragma omp simd reduction(+ : sum_shifted)
+    for (std::int64_t i = 0; i < n; ++i) sum_shifted += x[i] - x0;
+    c = x0 + sum_shifted / static_cast<float>(n);
+  }
+  float sum_d = 0.0f, sum_d2 = 0.0f;
+#pragma omp simd reduction(+ : sum_d, sum_d2)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const float d = x[i] - c;
+    sum_d += d;
+    sum_d2 += d * d;
+  }
+  // Squares of deviations beyond ~1e19 overflow float, below ~1e-19 they underflow: such
+  // chunks (the 1e30 / 1e-30 tests) are summed in double instead.
+  if (!(sum_d2 <= 1e30f && sum_d2 >= static_cast<float>(n) * 1e-30f)) return chunk_moments(x, n, subtract_mean);
+  const double nd = static_cast<double>(n);
+  if (!subtract_mean) return {nd, 0.0, static_cast<double>(sum_d2)};  // RMSNorm: m2 = sum x^2
+  const double sd = static_cast<double>(sum_d);
+  return {nd, static_cast<double>(c) + sd / nd, std::max(static_cast<double>(sum_d2) - sd * sd / nd, 0.0)};
+}
+
 constexpr std::int64_t kChunk = 1024;
+constexpr std::int64_t kRowChunk = 256;   // backward, float32 rows: elements per float row sum
+constexpr int kFlushRows = 64;            // backward, float32 rows: rows per float parameter sum
 constexpr std::int64_t kBlockBytes = 16 << 10;  // forward: statistics per block, by their bytes
 
 // mean[s] and biased var[s] = m2 / n  (RMSNorm: 0 and mean(x^2)), for statistics s0..s1-1.
@@ -101,7 +137,15 @@ void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_
     Moments m;
     for (std::int64_t a = 0; a < sp.A; ++a) {
       const T* xr = x + run_offset(sp, a, s);
-      for (std::int64_t i = 0; i < run; i += kChunk) merge(m, chunk_moments(xr + i, std::min(kChunk, run - i), sp.subtract_mean));
+      for (std::int64_t i = 0; i < run; i += kChunk) {
+        const std::int64_t len = std::min(kChunk, run - i);
+        if constexpr (std::is_same_v<T, float>)
+          if (sp.E == 1) {
+            merge(m, chunk_moments_f32(xr + i, len, sp.subtract_mean));
+            continue;
+          }
+        merge(m, chunk_moments(xr + i, len, sp.subtract_mean));
+      }
     }
     mean[s] = m.mean;
     var[s] = std::max(m.m2 / m.n, 0.0);  // biased (divide by n, not n - 1); clamp: never negative
@@ -109,6 +153,25 @@ void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_
 }
 
 // ---- normalize ---------------------------------------------------------------------------
+
+// xhat = (x - mean) * rstd for float32 x in float arithmetic, with the statistics kept in
+// double. mu_f = float(mean) alone would cost up to half an ulp of the mean (5e-4 for a mean
+// of 1e4, i.e. 5e-4 * rstd in xhat), so the rounding is carried as a small float correction
+//   corr = float(mean - mu_f),   xhat = ((x - mu_f) - corr) * rstd_f.
+// x - mu_f is exact (Sterbenz's lemma) when x is within a factor 2 of mu_f, and otherwise is
+// rounded to 2^-24 of |x - mu_f|, a value of the size of the deviation; subtracting corr
+// (|corr| <= ulp(mean) / 2) and scaling add two more roundings. So
+//   |xhat_f - xhat| <= ~3 * 2^-24 * (|xhat| + |corr| * rstd) + 2^-24 |xhat|  (about 2.4e-7 |xhat|),
+// independent of the size of the mean: float32 rows offset by 1e4 keep full float accuracy.
+struct FloatCentre {
+  float mu_f, corr, rstd_f;
+  FloatCentre(double mean, double rstd)
+      : mu_f(static_cast<float>(mean)),
+        corr(static_cast<float>(mean - static_cast<double>(static_cast<float>(mean)))),
+        rstd_f(static_cast<float>(rstd)) {}
+  float xhat(float x) const { return ((x - mu_f) - corr) * rstd_f; }
+};
+
 
 // y = (x - mean) * rstd * weight[c] + bias[c]. Along a run of E elements of one channel c,
 // that is y = x * scale + shift with scale = rstd * weight[c], shift = bias[c] - mean * scale.
@@ -124,6 +187,17 @@ void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int6
         const T* xr = x + base;
         T* yr = y + base;
         const double mu = mean[s], r = rstd[s];
+        if constexpr (std::is_same_v<T, float>) {  // float32: float lanes, see FloatCentre
+          const FloatCentre fc(mu, r);
+          with_flags(weight != nullptr, bias != nullptr, [&](auto has_w, auto has_b) {
+#pragma omp simd
+            for (std::int64_t k = 0; k < sp.K; ++k) {
+              const std::int64_t c = g * sp.K + k;
+              yr[k] = fc.xhat(xr[k]) * (has_w ? weight[c] : 1.0f) + (has_b ? bias[c] : 0.0f);
+            }
+          });
+          continue;
+        }
         with_flags(weight != nullptr, bias != nullptr, [&](auto has_w, auto has_b) {
 #pragma omp simd
           for (std::int64_t k = 0; k < sp.K; ++k) {
@@ -190,13 +264,64 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
 #endif
     double* dw_t = params ? dw_part.data() + tid * C : nullptr;
     double* db_t = params ? db_part.data() + tid * C : nullptr;
+    // float32 rows (E == 1, A == 1): pass 1 in float lanes. The row sums are taken in float over
+    // chunks of kRowChunk elements (kRowChunk / 8 terms per lane: relative error <= ~32 * 2^-24
+    // ~ 2e-6 of the sum of |terms|) and the chunk sums added in double. Each row adds one term
+    // per channel to the parameter sums, so these go to float buffers that are added into the
+    // double ones after every kFlushRows rows of a group: the same bound per flush.
+    constexpr bool is_f32 = std::is_same_v<T, float>;
+    const bool rows_f32 = is_f32 && sp.E == 1 && sp.A == 1;
+    std::vector<float> dw_f(rows_f32 && params ? static_cast<std::size_t>(C) : 0, 0.0f), db_f(dw_f.size(), 0.0f);
+    std::vector<int> rows_since_flush(dw_f.empty() ? 0 : static_cast<std::size_t>(sp.G), 0);
+    const auto flush = [&](std::int64_t c0, std::int64_t c1) {
+      for (std::int64_t c = c0; c < c1; ++c) {
+        const auto ci = static_cast<std::size_t>(c);
+        dw_t[c] += static_cast<double>(dw_f[ci]);
+        db_t[c] += static_cast<double>(db_f[ci]);
+        dw_f[ci] = db_f[ci] = 0.0f;
+      }
+    };
 #pragma omp for
     for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
       const std::int64_t g = s % sp.G;
       const double mu = mean[s], r = rstd[s];
       // Pass 1: the two reductions per statistic.
       double sum_dyhat = 0.0, sum_dyhat_xhat = 0.0;
-      for (std::int64_t a = 0; a < sp.A; ++a) {
+      if constexpr (is_f32) {
+        if (rows_f32) {
+          const std::int64_t base = run_offset(sp, 0, s);
+          const float* xr = x + base;
+          const float* dyr = dy + base;
+          const FloatCentre fc(mu, r);
+          float* dw_g = dw_f.data() + g * sp.K;  // this group's channels c = g * K + k
+          float* db_g = db_f.data() + g * sp.K;
+          const float* w_g = weight ? weight + g * sp.K : nullptr;
+          with_flags(weight != nullptr, params, [&](auto has_w, auto has_p) {
+            for (std::int64_t k0 = 0; k0 < sp.K; k0 += kRowChunk) {
+              const std::int64_t k1 = std::min(sp.K, k0 + kRowChunk);
+              float s_dyhat = 0.0f, s_dyhat_xhat = 0.0f;
+#pragma omp simd reduction(+ : s_dyhat, s_dyhat_xhat)
+              for (std::int64_t k = k0; k < k1; ++k) {
+                const float xhat = fc.xhat(xr[k]);
+                const float dyhat = dyr[k] * (has_w ? w_g[k] : 1.0f);
+                s_dyhat += dyhat;
+                s_dyhat_xhat += dyhat * xhat;
+                if (has_p) {
+                  dw_g[k] += dyr[k] * xhat;
+                  db_g[k] += dyr[k];
+                }
+              }
+              sum_dyhat += static_cast<double>(s_dyhat);
+              sum_dyhat_xhat += static_cast<double>(s_dyhat_xhat);
+            }
+          });
+          if (params && ++rows_since_flush[static_cast<std::size_t>(g)] == kFlushRows) {
+            flush(g * sp.K, (g + 1) * sp.K);
+            rows_since_flush[static_cast<std::size_t>(g)] = 0;
+          }
+        }
+      }
+      for (std::int64_t a = 0; a < sp.A && !rows_f32; ++a) {
         const std::int64_t base = run_offset(sp, a, s);
         if (sp.E == 1) {  // LayerNorm / RMSNorm layout: the same sums, SIMD over k
           const T* xr = x + base;
@@ -249,6 +374,19 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const T* xr = x + base;
           const T* dyr = dy + base;
           T* dxr = dx + base;
+          if constexpr (is_f32) {  // float lanes, see FloatCentre
+            const FloatCentre fc(mu, r);
+            const float m1 = static_cast<float>(mean_dyhat), m2 = static_cast<float>(mean_dyhat_xhat);
+            with_flags(weight != nullptr, false, [&](auto has_w, auto) {
+#pragma omp simd
+              for (std::int64_t k = 0; k < sp.K; ++k) {
+                const std::int64_t c = g * sp.K + k;
+                const float dyhat = dyr[k] * (has_w ? weight[c] : 1.0f);
+                dxr[k] = fc.rstd_f * (dyhat - m1 - fc.xhat(xr[k]) * m2);
+              }
+            });
+            continue;
+          }
           with_flags(weight != nullptr, false, [&](auto has_w, auto) {
 #pragma omp simd
             for (std::int64_t k = 0; k < sp.K; ++k) {
@@ -275,6 +413,7 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
         }
       }
     }
+    if (!dw_f.empty()) flush(0, C);  // what is left in this thread's float buffers
   }
   for (int t = 0; params && t < threads; ++t)
     for (std::int64_t c = 0; c < C; ++c) {
