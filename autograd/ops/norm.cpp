@@ -175,7 +175,7 @@ struct FloatCentre {
 
 // y = (x - mean) * rstd * weight[c] + bias[c]. Along a run of E elements of one channel c,
 // that is y = x * scale + shift with scale = rstd * weight[c], shift = bias[c] - mean * scale.
-// Arithmetic in double, so float32 rows with a large mean keep their small deviations.
+// Arithmetic in double (float32 LayerNorm/RMSNorm rows: float lanes, see FloatCentre).
 template <class T>
 void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_t s1, const double* mean,
                       const double* rstd, const T* weight, const T* bias, T* y) {
