@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <new>
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
@@ -103,9 +104,12 @@ void large_free(void* p, std::size_t n) {
     LargeCache& c = large_cache();
     const std::lock_guard<std::mutex> lock(c.mu);
     if (c.bytes + size <= kLargeCacheBytes) {
-      c.blocks.emplace(size, p);
-      c.bytes += size;
-      return;
+      try {
+        c.blocks.emplace(size, p);  // allocates a map node: may throw when memory is exhausted
+        c.bytes += size;
+        return;
+      } catch (const std::bad_alloc&) {  // then simply free the block (frees must not throw)
+      }
     }
   }
   std::free(p);
