@@ -201,8 +201,10 @@ int run(int argc, char** argv) {
   std::string text = fmt::format("What the numbers show ({} training images per run, {} test images; one standard error of "
                                  "an accuracy near 85% on {} images is {:.1f} points, so smaller differences are noise):\n",
                                  cnn_train.size(), test.size(), test.size(), 100 * se);
-  text += fmt::format("- At batch {}: {} (best: {}).\n", large, line_at(large), demo::norm_title(best_at(large)->norm));
-  text += fmt::format("- At batch {}: {} (best: {}).\n", small, line_at(small), demo::norm_title(best_at(small)->norm));
+  for (const std::int64_t b : {large, small}) {
+    const Row* best = best_at(b);  // null only if no run at this batch size
+    text += fmt::format("- At batch {}: {} (best: {}).\n", b, line_at(b), best ? demo::norm_title(best->norm) : "-");
+  }
   std::string drops;
   for (demo::Norm n : norms) {
     const Row *a = find(n, large), *b = find(n, small);
@@ -288,10 +290,5 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "bn_vs_ln: {}\n", e.what());
-    return 1;
-  }
+  return demo::guarded_main("bn_vs_ln", run, argc, argv);
 }

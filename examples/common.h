@@ -637,4 +637,37 @@ inline std::string svg_line_plot(const std::string& title, const std::string& x_
   return s;
 }
 
+// ---- the end of a demo ----------------------------------------------------------------------
+// The closing lines of a training demo: a summary of this session's epochs (accuracy, time
+// per epoch, throughput), where the curves and the checkpoint went. Returns the exit code
+// (130, the shell's code for "stopped by SIGINT", after Ctrl-C).
+inline int finish(const std::string& title, const FitResult& r, const FitConfig& cfg, int threads) {
+  if (!r.epochs.empty()) {
+    double train_s = 0, eval_s = 0;
+    std::int64_t images = 0;
+    for (const auto& e : r.epochs) train_s += e.train_seconds, eval_s += e.eval_seconds, images += e.images;
+    const auto n = static_cast<double>(r.epochs.size());
+    fmt::print(
+        "\nsummary: {} ({}), {} epoch(s) run, test accuracy {:.4f} after epoch {}; "
+        "{:.1f} s per epoch ({:.1f} s training at {:.0f} img/s, {:.1f} s testing) on {} threads; "
+        "{} steps, {:.0f} s in all\n",
+        title, r.interrupted ? "interrupted" : "finished", r.epochs.size(), r.epochs.back().test_acc,
+        r.epochs.back().epoch, (train_s + eval_s) / n, train_s / n, static_cast<double>(images) / train_s, eval_s / n,
+        threads, r.step, r.seconds);
+  }
+  if (!cfg.csv.empty()) fmt::print("curves written to {}\n", cfg.csv);
+  if (!r.interrupted && !cfg.checkpoint.empty()) fmt::print("checkpoint: {}\n", cfg.checkpoint);
+  return stop_requested() ? 130 : 0;
+}
+
+// main() of a demo: run(argc, argv), with any error printed as "<program>: <what>" (exit 1).
+inline int guarded_main(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: {}\n", program, e.what());
+    return 1;
+  }
+}
+
 }  // namespace demo

@@ -75,30 +75,12 @@ int run(int argc, char** argv) {
   demo::install_sigint_handler();
   demo::FitResult r = demo::fit(cfg, model, opt, sched.get(), loader, test);
 
-  if (!r.epochs.empty()) {
-    double train_s = 0, eval_s = 0;
-    std::int64_t images = 0;
-    for (const auto& e : r.epochs) train_s += e.train_seconds, eval_s += e.eval_seconds, images += e.images;
-    const auto n = static_cast<double>(r.epochs.size());
-    fmt::print("\nsummary: {} (hidden {}, {}), {} epoch(s) run, test accuracy {:.4f} after epoch {}; "
-               "{:.1f} s per epoch ({:.1f} s training at {:.0f} img/s, {:.1f} s testing) on {} threads; "
-               "{} steps, {:.0f} s in all\n",
-               norm == demo::Norm::layer ? "LayerNorm-LSTM" : "LSTM", hidden, r.interrupted ? "interrupted" : "finished",
-               r.epochs.size(), r.epochs.back().test_acc, r.epochs.back().epoch, (train_s + eval_s) / n, train_s / n,
-               static_cast<double>(images) / train_s, eval_s / n, threads, r.step, r.seconds);
-  }
-  if (!cfg.csv.empty()) fmt::print("curves written to {}\n", cfg.csv);
-  if (!r.interrupted && !cfg.checkpoint.empty()) fmt::print("checkpoint: {}\n", cfg.checkpoint);
-  return demo::stop_requested() ? 130 : 0;  // 130: the shell's code for "stopped by SIGINT"
+  return demo::finish(fmt::format("{} with hidden size {}", norm == demo::Norm::layer ? "LayerNorm-LSTM" : "LSTM", hidden), r,
+                      cfg, threads);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "fmnist_rnn: {}\n", e.what());
-    return 1;
-  }
+  return demo::guarded_main("fmnist_rnn", run, argc, argv);
 }

@@ -2,6 +2,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "autograd/gradcheck.h"
@@ -35,6 +37,22 @@ inline void check_values(const ng::Tensor& t, const std::vector<double>& expect,
   const auto v = t.to_vector();
   REQUIRE(v.size() == expect.size());
   for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx(expect[i]).epsilon(tol));
+}
+
+// Max |t| over all elements.
+inline double max_abs(const ng::Tensor& t) {
+  double m = 0;
+  for (double v : t.to_vector()) m = std::max(m, std::abs(v));
+  return m;
+}
+
+// Max |a - b| over all elements (same shape required).
+inline double max_abs_diff(const ng::Tensor& a, const ng::Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const auto va = a.to_vector(), vb = b.to_vector();
+  double m = 0;
+  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
+  return m;
 }
 
 }  // namespace test

@@ -39,19 +39,8 @@ void check_unary(const Unary& u, std::uint64_t seed) {
   if (u.square) CHECK_GRADGRAD([&u](const std::vector<Tensor>& in) { return sq(u.f(in[0])); }, {x});
 }
 
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector(), vb = b.to_vector();
-  double m = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
-  return m;
-}
-
-double max_abs(const Tensor& a) {
-  double m = 0;
-  for (double e : a.to_vector()) m = std::max(m, std::abs(e));
-  return m;
-}
+using test::max_abs;
+using test::max_abs_diff;
 
 }  // namespace
 

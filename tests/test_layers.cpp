@@ -14,11 +14,7 @@ using namespace ng;
 using namespace ng::nn;
 
 namespace {
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : t.to_vector()) m = std::max(m, std::abs(v));
-  return m;
-}
+using test::max_abs;
 }  // namespace
 
 TEST_CASE("init: gains, fans and PyTorch's default bounds") {

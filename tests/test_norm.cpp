@@ -13,14 +13,7 @@ namespace {
 
 using Fn = std::function<Tensor(const std::vector<Tensor>&)>;
 
-// Max |a - b| over all elements.
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector(), vb = b.to_vector();
-  double m = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
-  return m;
-}
+using test::max_abs_diff;
 
 // The fused op and its composite reference agree on the output and, for a random output
 // gradient, on the gradient of every input (two independent autograd paths).

@@ -15,18 +15,8 @@ using namespace ng;
 
 namespace {
 
-double max_abs(const Tensor& t) {
-  double m = 0;
-  for (double v : t.to_vector()) m = std::max(m, std::abs(v));
-  return m;
-}
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto va = a.to_vector(), vb = b.to_vector();
-  double m = 0;
-  for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
-  return m;
-}
+using test::max_abs;
+using test::max_abs_diff;
 
 // BatchNorm backward of Ioffe & Szegedy 2015 (Section 3), written as separate steps over an
 // [N, C, L] input: dxhat, dvar, dmu, then dx, dgamma, dbeta. Independent of the library.
