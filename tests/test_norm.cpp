@@ -322,6 +322,29 @@ TEST_CASE("layer_norm: float32 rows with mean 1e4 match float64 to 1e-3") {
   CHECK(max_abs_diff(z32, z64) < 1e-3);
 }
 
+TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {
+  // The E > 1 layout (runs of H * W elements per channel) in float lanes: xhat must not lose
+  // the digits of a large mean (see FloatCentre in norm.cpp).
+  Generator gen(72);
+  const Tensor x32 = add(randn({4, 4, 9, 9}, DType::f64, &gen), 1e4).to(DType::f32);
+  const Tensor dy = randn({4, 4, 9, 9}, DType::f64, &gen);
+  const Tensor w = tensor({0.5, -1.5, 2.0, 1.0}, {4}, DType::f64), b = tensor({0.1, 0.2, -0.3, 0.0}, {4}, DType::f64);
+  auto run = [&](DType dt, bool group) {
+    const Tensor x = x32.to(dt).requires_grad_(), wd = w.to(dt).requires_grad_(), bd = b.to(dt).requires_grad_();
+    const Tensor y = group ? group_norm(x, 2, wd, bd) : batch_norm(x, {}, {}, wd, bd, true);
+    const auto g = ng::grad({y}, {x, wd, bd}, {dy.to(dt)});
+    return std::vector<Tensor>{y.to(DType::f64), g[0].to(DType::f64), g[1].to(DType::f64), g[2].to(DType::f64)};
+  };
+  for (const bool group : {false, true}) {
+    INFO((group ? "group_norm" : "batch_norm"));
+    const auto r32 = run(DType::f32, group), r64 = run(DType::f64, group);
+    CHECK(max_abs_diff(r32[0], r64[0]) < 1e-5);  // |y| ~ 3: a few float ulps, not 1e4 * 2^-24 = 6e-4
+    CHECK(max_abs_diff(r32[1], r64[1]) < 1e-4);
+    CHECK(max_abs_diff(r32[2], r64[2]) < 1e-3);  // sums over 162 (BatchNorm: 324) elements
+    CHECK(max_abs_diff(r32[3], r64[3]) < 1e-3);
+  }
+}
+
 TEST_CASE("norm: float32 agrees with float64 within 1e-5 (forward) and 1e-4 (backward)") {
   Tensor x = test::rnd({2, 3, 5, 5}, 81), w = param(3, 82), b = param(3, 83);
   Tensor x32 = x.detach().to(DType::f32).requires_grad_(), w32 = w.detach().to(DType::f32).requires_grad_(),
