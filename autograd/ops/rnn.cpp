@@ -320,7 +320,10 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
                      const Tensor& w_hh_in, const Tensor& b_ih, const Tensor& b_hh) {
   constexpr const char* op = "lstm_sequence";
   const SeqDims d = check_sequence_args(x_in, h0_in, c0_in, w_ih_in, w_hh_in, b_ih, b_hh);
-  const Tensor x = x_in.contiguous(), h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
+  // x is read one row of F features at a time: a view whose rows are contiguous (such as the
+  // transposed batch-first input) is used as it is, without a copy.
+  const Tensor x = x_in.strides()[2] == 1 ? x_in : x_in.contiguous();
+  const Tensor h0 = h0_in.contiguous(), c0 = c0_in.contiguous();
   const Tensor w_ih = w_ih_in.contiguous(), w_hh = w_hh_in.contiguous();
   const std::int64_t K = d.F + d.H;
   Tensor out = empty({d.T + 1, d.N, d.H}, x.dtype());  // h_1..h_T, c_T
@@ -347,7 +350,12 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
     // Z: the x_t parts of all rows, and h_0 in step 1's rows; h_t is written by step t.
     T_* pz = z.data<T_>();
     const T_* px = x.data<T_>();
-    for (std::int64_t r = 0; r < T * N; ++r) std::copy(px + r * F, px + (r + 1) * F, pz + r * K);
+    const std::int64_t sx_t = x.strides()[0], sx_n = x.strides()[1];
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t n = 0; n < N; ++n) {
+        const T_* xr = px + t * sx_t + n * sx_n;
+        std::copy(xr, xr + F, pz + (t * N + n) * K);
+      }
     const T_* ph0 = h0.data<T_>();
     for (std::int64_t n = 0; n < N; ++n) std::copy(ph0 + n * H, ph0 + (n + 1) * H, pz + n * K + F);
     T_* pa = act.data<T_>();
@@ -407,6 +415,8 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
           T_* pdh = dh.data<T_>();
           T_* pdc = dc.data<T_>();
           const bool parallel_rows = N * G4 >= detail::kParallelGrain;
+          std::vector<double> db_sum(need_b ? static_cast<std::size_t>(G4) : 0, 0.0);  // db = column sums of dG
+          double* ps = db_sum.data();
           std::copy(pd + T * N * H, pd + (T + 1) * N * H, pdc);  // dL/dc_T from the output row T
           for (std::int64_t t = T - 1; t >= 0; --t) {
             const T_* c_prev = t == 0 ? c0.data<T_>() : pc + (t - 1) * N * H;
@@ -430,6 +440,12 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
                 dcr[j] = dct * f;                                     // dL/dc_{t-1}
               }
             });
+            if (need_b)  // db += column sums of dG_t, while dG_t is still in cache
+              for (std::int64_t n = 0; n < N; ++n) {
+                const T_* gr = pg + (t * N + n) * G4;
+#pragma omp simd
+                for (std::int64_t j = 0; j < G4; ++j) ps[j] += static_cast<double>(gr[j]);
+              }
             // dh_{t-1} = dgates_t W_hh
             if (t > 0 || h0.requires_grad())
               detail::gemm(false, false, N, H, G4, T_(1), pg + t * N * G4, G4, w_hh.data<T_>(), H, T_(0), pdh, H);
@@ -454,14 +470,7 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
               transpose_into(dwt + (F - k0) * G4, H, G4, G4, dw_hh.data<T_>(), H);
             }
           }
-          if (need_b) {  // db = column sums of dG (accumulated in double)
-            std::vector<double> s(static_cast<std::size_t>(G4), 0.0);
-            double* ps = s.data();
-            for (std::int64_t r = 0; r < T * N; ++r) {
-              const T_* gr = pg + r * G4;
-#pragma omp simd
-              for (std::int64_t j = 0; j < G4; ++j) ps[j] += static_cast<double>(gr[j]);
-            }
+          if (need_b) {
             auto column_sums = [&] {
               Tensor db = empty({G4}, x.dtype());
               T_* pb = db.data<T_>();
