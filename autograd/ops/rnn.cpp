@@ -334,7 +334,8 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T_ = decltype(tag);
     const std::int64_t T = d.T, N = d.N, F = d.F, H = d.H, G4 = 4 * d.H;
-    // b = b_ih + b_hh, added in the pointwise pass
+    // b = b_ih + b_hh: each step's rows start as b and the GEMM adds Z_t W^T to them (beta = 1),
+    // which spares BLAS a pass that zeroes them first
     std::vector<T_> b(static_cast<std::size_t>(G4), T_(0));
     for (const Tensor* bt : {&b_ih, &b_hh})
       if (bt->defined()) {
@@ -366,19 +367,19 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
     for (std::int64_t t = 0; t < T; ++t) {
       const T_* c_prev = t == 0 ? c0.data<T_>() : pc + (t - 1) * N * H;
       T_* at = pa + t * N * G4;
-      // gates_t = Z_t W^T  (+ b below)
-      detail::gemm(false, false, N, G4, K, T_(1), pz + t * N * K, K, wt, G4, T_(0), at, G4);
+      // gates_t = b + Z_t W^T
+      for (std::int64_t n = 0; n < N; ++n) std::copy(b.begin(), b.end(), at + n * G4);
+      detail::gemm(false, false, N, G4, K, T_(1), pz + t * N * K, K, wt, G4, T_(1), at, G4);
       detail::parallel_for(N, parallel_rows, [&](std::int64_t n) {
         T_* ar = at + n * G4;
         const T_* cp = c_prev + n * H;
         T_* cr = pc + (t * N + n) * H;
         T_* tr = ptc + (t * N + n) * H;
         T_* hr = po + (t * N + n) * H;
-        const T_* bb = b.data();
 #pragma omp simd
         for (std::int64_t j = 0; j < H; ++j) {
-          const T_ i = detail::sigmoid_of(ar[j] + bb[j]), f = detail::sigmoid_of(ar[H + j] + bb[H + j]);
-          const T_ g = detail::tanh_of(ar[2 * H + j] + bb[2 * H + j]), o = detail::sigmoid_of(ar[3 * H + j] + bb[3 * H + j]);
+          const T_ i = detail::sigmoid_of(ar[j]), f = detail::sigmoid_of(ar[H + j]);
+          const T_ g = detail::tanh_of(ar[2 * H + j]), o = detail::sigmoid_of(ar[3 * H + j]);
           ar[j] = i;
           ar[H + j] = f;
           ar[2 * H + j] = g;
