@@ -224,9 +224,10 @@ std::pair<Tensor, Tensor> lstm_cell(const Tensor& gates, const Tensor& c) {
 // first, and copying a large operand that is passed transposed costs the most. So the
 // forward multiplies by W^T stored as (F+H, 4H) -- transposed once per call, not packed
 // transposed 28 times -- and the backward computes dW^T = Z^T dG (F+H, 4H) rather than
-// dG^T Z, so that the large dG (T N, 4H) is read as it lies. Together with one GEMM per step
-// instead of one for X W_ih^T plus one per step for h W_hh^T (whose output, the whole (T N, 4H)
-// pre-activation, BLAS first zeroed), this took about 1 ms off the demo's 15 ms training step.
+// dG^T Z, so that the large dG (T N, 4H) is read as it lies. One GEMM per step on Z_t also
+// replaces a (T N, 4H) GEMM for X W_ih^T whose whole output BLAS first zeroed (beta = 0), and
+// the one GEMM for dW packs dG once instead of twice. (Measured on the demo's training step:
+// about 6% fewer instructions and 5-10% less time; the rest is the sgemm kernel itself.)
 
 namespace {
 
