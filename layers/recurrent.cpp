@@ -279,8 +279,8 @@ Tensor RNNBase::run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c) 
   const Layer& L = layers_[k];
   const std::int64_t T = x.size(0);
   if (kind == RNNKind::lstm) {
-    // The fused whole-sequence op (autograd/ops/rnn.h): one GEMM for all input projections,
-    // one per step for h W_hh^T, BPTT with one GEMM per weight gradient. It returns
+    // The fused whole-sequence op (autograd/ops/rnn.h): one GEMM per step for
+    // [x_t, h_{t-1}] [W_ih, W_hh]^T, BPTT with one GEMM for both weight gradients. It returns
     // (T + 1, N, H) = [h_1 .. h_T, c_T]; the output, h_T and c_T are views of it.
     const Tensor hc = lstm_sequence(x, h, c, L.weight_ih, L.weight_hh, L.bias_ih, L.bias_hh);
     h = select(hc, 0, T - 1);

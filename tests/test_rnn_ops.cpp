@@ -185,6 +185,32 @@ TEST_CASE("lstm_sequence: equals the per-step composite, values and all gradient
                                1e-10);
 }
 
+TEST_CASE("lstm_sequence: a transposed x (batch-first input) is read in place, same values and gradients") {
+  // x as the (T, N, F) transpose of an (N, T, F) leaf: rows of F features are contiguous, the
+  // op reads them without a copy. Compared with the same numbers passed contiguous.
+  auto in = sequence_inputs(141, true);
+  const Tensor xb = test::rnd({2, 3, 3}, 142);  // (N, T, F)
+  const Tensor xc = xb.detach().transpose(0, 1).contiguous().requires_grad_();
+  auto in_view = in, in_copy = in;
+  in_view[0] = transpose(xb, 0, 1);
+  in_copy[0] = xc;
+  REQUIRE(!in_view[0].is_contiguous());
+  const Tensor a = run_fused(in_view), b = run_fused(in_copy);
+  CHECK(max_rel_diff(a, b) == 0);
+  const auto ga = grad({a.sum()}, {xb}), gb = grad({b.sum()}, {xc});
+  CHECK(max_rel_diff(transpose(ga[0], 0, 1), gb[0]) == 0);
+  CHECK_GRADCHECK(gradcheck([&](const std::vector<Tensor>& v) {
+    auto w = in;
+    w[0] = transpose(v[0], 0, 1);
+    return run_fused(w);
+  }, {xb}));
+  CHECK_GRADCHECK(gradgradcheck([&](const std::vector<Tensor>& v) {
+    auto w = in;
+    w[0] = transpose(v[0], 0, 1);
+    return run_fused(w);
+  }, {xb}));
+}
+
 TEST_CASE("lstm_sequence: second derivatives (create_graph switches to tensor ops)") {
   CHECK_GRADCHECK(gradgradcheck(run_fused, sequence_inputs(121, true)));
 }

@@ -28,9 +28,8 @@ Tensor lstm_cell_output(const Tensor& gates, const Tensor& u);
 std::pair<Tensor, Tensor> lstm_cell(const Tensor& gates, const Tensor& c);
 
 // A whole single-layer LSTM over a sequence, fused (as cuDNN's / PyTorch's LSTM kernels):
-//     Xp      = X W_ih^T + (b_ih + b_hh)             one GEMM for all T*N rows
-//     gates_t = Xp[t] + h_{t-1} W_hh^T                one GEMM per step
-//     c_t = f c_{t-1} + i g,   h_t = o tanh(c_t)      the cell above, t = 1..T
+//     gates_t = [x_t, h_{t-1}] [W_ih, W_hh]^T + (b_ih + b_hh)    one GEMM per step
+//     c_t = f c_{t-1} + i g,   h_t = o tanh(c_t)                 the cell above, t = 1..T
 // x (T, N, F), h0 and c0 (N, H), w_ih (4H, F), w_hh (4H, H), b_ih and b_hh (4H) or undefined.
 // Returns ONE tensor (T + 1, N, H): rows 0..T-1 hold h_1..h_T and row T holds c_T (an op
 // has one output; callers take views of it, and gradients flowing into the views land in
