@@ -81,6 +81,14 @@ struct Result {
   int threads = 0;
   double ours = 0, torch = 0, reference = 0;  // seconds per unit (median)
   const Row* row = nullptr;
+  double ratio = 0;          // median of per-round ratios (rows timed in alternation), else 0
+  std::string ratio_spread;  // their quartiles, "q1-q3"
+  int rounds = 0;
+  double normgrad_over_torch() const { return ratio > 0 ? ratio : ours / torch; }
+  std::string ratio_text() const {
+    return ratio_spread.empty() ? fmt::format("{:.2f}", normgrad_over_torch())
+                                : fmt::format("{:.2f} ({})", normgrad_over_torch(), ratio_spread);
+  }
 };
 
 // ---- normgrad rows ------------------------------------------------------------------------
@@ -624,7 +632,7 @@ int main(int argc, char** argv) {
       // thread count given.
       const int t = *std::max_element(thread_counts.begin(), thread_counts.end());
       const Peak ours = run_peak_child(normgrad_only_exe(), "ng", peak_steps, kCnnBatch, t);
-      Result r{row.name, row.shape, "", t, ours.peak_mib, 0, 0, &row};
+      Result r{row.name, row.shape, "", t, ours.peak_mib, 0, 0, &row, 0, {}, 0};
       r.note = fmt::format("VmHWM of a fresh process; at start: normgrad {:.1f} MiB", ours.before_mib);
       std::string growth = fmt::format("; peak - start: normgrad {:.1f} MiB", ours.peak_mib - ours.before_mib);
 #ifdef NORMGRAD_WITH_TORCH
@@ -660,22 +668,31 @@ int main(int argc, char** argv) {
     if (!row.torch_note.empty()) fmt::print("note: {}: {}\n", row.name, row.torch_note);
     for (std::size_t k = 0; k < thread_counts.size(); ++k) {
       const int t = thread_counts[k];
-      Result r{row.name, row.shape, "", t, 0, 0, 0, &row};
+      Result r{row.name, row.shape, "", t, 0, 0, 0, &row, 0, {}, 0};
       bench::set_threads(t);
-      r.ours = bench::measure(ours, 2, 5, min_time).median_s / row.divide;
+#ifdef NORMGRAD_WITH_TORCH
+      if (theirs) {  // in alternation, see bench::measure_pair
+        const bench::PairTiming p = bench::measure_pair(
+            ours, [t] { bench::set_threads(t); }, theirs,
+            [t] {
+              torch_rows::set_threads(t);
+              bench::set_threads(t);
+            },
+            5, 2 * min_time);
+        r.ours = p.a.median_s / row.divide;
+        r.torch = p.b.median_s / row.divide;
+        r.ratio = p.ratio;
+        r.ratio_spread = fmt::format("{:.2f}-{:.2f}", p.ratio_q1, p.ratio_q3);
+        r.rounds = p.rounds;
+      } else
+#endif
+        r.ours = bench::measure(ours, 2, 5, min_time).median_s / row.divide;
       if (ref) {
         // normgrad's own products set OpenBLAS to one thread (autograd/blas.h): give the direct
         // cblas_sgemm call its t threads back.
         bench::set_threads(t);
         r.reference = bench::measure(ref, 2, 5, min_time).median_s / row.divide;
       }
-#ifdef NORMGRAD_WITH_TORCH
-      if (theirs) {
-        torch_rows::set_threads(t);
-        bench::set_threads(t);
-        r.torch = bench::measure(theirs, 2, 5, min_time).median_s / row.divide;
-      }
-#endif
       if (row.flops > 0) {
         r.note = fmt::format("GFLOP/s: normgrad {:.1f}", row.flops / r.ours / 1e9);
         if (r.torch > 0) r.note += fmt::format(", LibTorch {:.1f}", row.flops / r.torch / 1e9);
@@ -697,7 +714,7 @@ int main(int argc, char** argv) {
       }
       fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)
-        fmt::print("  LibTorch {:>12}  ratio {:5.2f}", fmt_time(r.torch, row.micro), r.ours / r.torch);
+        fmt::print("  LibTorch {:>12}  ratio {} over {} rounds", fmt_time(r.torch, row.micro), r.ratio_text(), r.rounds);
       fmt::print("  {}\n", r.note);
       std::fflush(stdout);
       results.push_back(r);
@@ -714,7 +731,7 @@ int main(int argc, char** argv) {
       const std::string unit = micro ? " per op" : "";
       md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} |\n", r.name, r.shape, r.threads, fmt_value(*r.row, r.ours),
                         unit, r.torch > 0 ? fmt_value(*r.row, r.torch) : "-",
-                        r.torch > 0 ? fmt::format("{:.2f}", r.ours / r.torch) : "-", r.note);
+                        r.torch > 0 ? r.ratio_text() : "-", r.note);
     }
     md += "\n";
     for (std::size_t k = 0; k < thread_counts.size(); ++k)
