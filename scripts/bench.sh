@@ -51,7 +51,8 @@ loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print 
   echo
   echo "- \`tiny_ops\`: a chain of 1,000 \`add\`s on one-element tensors requiring grad, forward +"
   echo "  backward, divided by 1,000: the per-op cost of the framework (allocation, recording, replay)."
-  echo "- \`matmul\`: 1024x1024 times 1024x1024, no autograd; also \`cblas_sgemm\` called directly."
+  echo "- \`matmul\`: 1024x1024 times 1024x1024, no autograd; also \`cblas_sgemm\` called directly (timed in"
+  echo "  alternation with normgrad as well; the target row uses the median of those rounds' ratios)."
   echo "- \`bn2d_fb\`, \`ln_fb\`, \`gn_fb\`, \`rms_fb\`: training-mode BatchNorm2d, LayerNorm, GroupNorm (32"
   echo "  groups), RMSNorm forward + backward w.r.t. x, weight (and bias) with a given output gradient;"
   echo "  gradients are reset to none after each repetition on both sides. LibTorch 1.13 has no RMSNorm:"
