@@ -148,13 +148,26 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
   const bool par = parallel_over_images(g);
   const std::size_t wsize = static_cast<std::size_t>(g.O * K);
   if (dw) std::fill(dw, dw + wsize, T(0));
-  if (dx) std::fill(dx, dx + g.N * g.C * g.H * g.W, T(0));
-#pragma omp parallel if (par)
+  // dB[o] = sum of gy over (n, p): each thread sums its images into its own row of db_part
+  // (while gy is in cache for the GEMMs); the rows are added in thread order afterwards, so
+  // the result depends on the thread count only, never on timing.
+  const int threads = par ? omp_get_max_threads() : 1;
+  std::vector<acc_t<T>> db_part(db ? static_cast<std::size_t>(threads * g.O) : 0, acc_t<T>(0));
+#pragma omp parallel num_threads(threads) if (par)
   {
     std::vector<T> col(static_cast<std::size_t>(K * P));  // im2col(x) or dcol, per thread
     std::vector<T> dw_local(dw ? wsize : 0, T(0));        // this thread's share of dW
+    acc_t<T>* db_t = db ? db_part.data() + omp_get_thread_num() * g.O : nullptr;
 #pragma omp for
-    for (std::int64_t n = 0; n < g.N; ++n)
+    for (std::int64_t n = 0; n < g.N; ++n) {
+      if (db)
+        for (std::int64_t o = 0; o < g.O; ++o) {
+          const T* r = gy + (n * g.O + o) * P;
+          acc_t<T> s = 0;
+#pragma omp simd reduction(+ : s)
+          for (std::int64_t k = 0; k < P; ++k) s += static_cast<acc_t<T>>(r[k]);
+          db_t[o] += s;
+        }
       for (std::int64_t gi = 0; gi < g.groups; ++gi) {
         const std::int64_t xo = (n * g.C + gi * g.Cg) * g.H * g.W;
         const T* gyg = gy + (n * g.O + gi * g.Og) * P;
@@ -172,10 +185,12 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
             gemm<T>(true, false, K, P, g.Og, T(1), wg, K, gyg, P, T(0), dx + xo, P);
           } else {
             gemm<T>(true, false, K, P, g.Og, T(1), wg, K, gyg, P, T(0), col.data(), P);
+            std::fill(dx + xo, dx + xo + g.Cg * g.H * g.W, T(0));  // col2im adds into it
             col2im(g, col.data(), dx + xo);
           }
         }
       }
+    }
     if (dw) {
 #pragma omp critical(ng_conv2d_dw)
       for (std::size_t k = 0; k < wsize; ++k) dw[k] += dw_local[k];
@@ -184,10 +199,7 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
   if (db)
     for (std::int64_t o = 0; o < g.O; ++o) {
       acc_t<T> s = 0;
-      for (std::int64_t n = 0; n < g.N; ++n) {
-        const T* r = gy + (n * g.O + o) * P;
-        for (std::int64_t k = 0; k < P; ++k) s += static_cast<acc_t<T>>(r[k]);
-      }
+      for (int t = 0; t < threads; ++t) s += db_part[static_cast<std::size_t>(t * g.O + o)];
       db[o] = static_cast<T>(s);
     }
 }
