@@ -260,7 +260,7 @@ Tensor conv2d_op(const Tensor& x, const Tensor& weight, const Tensor& bias, cons
 
 Tensor conv2d_input_grad(const Tensor& gy, const Tensor& weight, const ConvGeom& g) {
   const Tensor gyc = gy.detach().contiguous(), wc = weight.detach().contiguous();
-  Tensor dx = zeros(Shape{g.N, g.C, g.H, g.W}, gy.dtype());
+  Tensor dx = empty(Shape{g.N, g.C, g.H, g.W}, gy.dtype());  // conv_backward writes every element
   dispatch_float(gy.dtype(), "conv2d", [&](auto tag) {
     using T = decltype(tag);
     if (g.N == 0) return;

@@ -240,7 +240,7 @@ Tensor max_pool_gather(const Tensor& gx, const Tensor& argmax_idx, const Shape& 
 // Linear in g; its adjoint reads a tensor of x's shape at the argmax positions.
 Tensor max_pool_scatter(const Tensor& g, const Tensor& argmax_idx, const Shape& in_shape) {
   const Tensor gc = g.detach().contiguous();
-  Tensor dx = zeros(in_shape, gc.dtype());
+  Tensor dx = empty(in_shape, gc.dtype());  // zeroed plane by plane below, in the parallel loop
   const std::int64_t planes = in_shape[0] * in_shape[1];
   const std::int64_t HW = in_shape[2] * in_shape[3], HoWo = gc.size(2) * gc.size(3);
   dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
@@ -249,6 +249,7 @@ Tensor max_pool_scatter(const Tensor& g, const Tensor& argmax_idx, const Shape& 
     const std::int64_t* ip = argmax_idx.data<std::int64_t>();
     T* dxp = dx.data<T>();
     detail::parallel_for(planes, parallel_pool(planes, planes * HoWo), [&](std::int64_t p) {
+      std::fill(dxp + p * HW, dxp + (p + 1) * HW, T(0));
       for (std::int64_t k = 0; k < HoWo; ++k) {
         const std::int64_t at = ip[p * HoWo + k];
         if (at >= 0) dxp[p * HW + at] += gp[p * HoWo + k];
