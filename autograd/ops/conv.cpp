@@ -128,14 +128,12 @@ void conv_forward(const ConvGeom& g, const T* x, const T* w, const T* b, T* y) {
           cp = col.data();
         }
         T* yg = y + (n * g.O + gi * g.Og) * P;
-        gemm<T>(false, false, g.Og, P, K, T(1), w + gi * g.Og * K, K, cp, P, T(0), yg, P);
+        // With a bias, each output row starts as b[o] and the GEMM adds onto it (beta = 1):
+        // with beta = 0 OpenBLAS would first clear the rows in a pass of its own.
+        if (b)
+          for (std::int64_t o = 0; o < g.Og; ++o) std::fill(yg + o * P, yg + (o + 1) * P, b[gi * g.Og + o]);
+        gemm<T>(false, false, g.Og, P, K, T(1), w + gi * g.Og * K, K, cp, P, b ? T(1) : T(0), yg, P);
       }
-      if (b)
-        for (std::int64_t o = 0; o < g.O; ++o) {
-          T* yo = y + (n * g.O + o) * P;
-          const T bo = b[o];
-          for (std::int64_t k = 0; k < P; ++k) yo[k] += bo;
-        }
     }
   }
 }
