@@ -260,8 +260,12 @@ Tensor relu(const Tensor& a) {
   return record(
       "relu", {a}, out,
       [](BackwardContext& ctx, const Tensor& g) -> Grads {
-        Tensor y = ctx.output();
-        Tensor on = unary_forward(y.detach(), "relu", [](auto x) { return x > 0 ? 1 : 0; });
+        const Tensor y = ctx.output().detach();
+        // First order: one pass, dx = g where y > 0, else 0 (no mask tensor). Under create_graph
+        // the same product is recorded (linear in g, the mask a constant).
+        if (!ctx.create_graph())
+          return {binary_forward(g, y, "relu", [](auto gi, auto yi) { return yi > 0 ? gi : decltype(gi)(0); })};
+        Tensor on = unary_forward(y, "relu", [](auto x) { return x > 0 ? 1 : 0; });
         return {mul(g, on)};
       },
       SaveOutput::yes);
