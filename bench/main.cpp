@@ -823,8 +823,8 @@ int main(int argc, char** argv) {
                       bn_rule, row_rule);
     if (wanted("cnn_step") || wanted("cnn_eval")) md += fmt::format("- {}.\n", flops_rule);
     if (wanted("cnn_step") && thread_counts.size() > 1)
-      md += "- cnn_step: the speedup over 1 thread is the 1-thread median / this row's median (target for normgrad: "
-            ">= 1.7x at 2 threads).\n";
+      md += "- cnn_step: the speedup over 1 thread is the median over rounds of (1-thread time / 2-thread time), "
+            "the two timed in alternation like the two frameworks (target for normgrad: >= 1.7x at 2 threads).\n";
     if (wanted("cnn_peak_rss"))
       md += "- cnn_peak_rss: peak resident memory (VmHWM) of a fresh process that trains the CNN, one per framework "
             "(normgrad's is a build of this benchmark without LibTorch, so LibTorch's libraries are not in it); "
