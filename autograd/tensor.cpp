@@ -326,15 +326,12 @@ Tensor& Tensor::add_(const Tensor& o, double alpha) {
     using T = decltype(tag);
     T* p = data<T>();
     const T al = static_cast<T>(alpha);
-    if (o.is_contiguous()) {
-      const T* q = o.data<T>();
-      const std::int64_t n = numel();
-      for (std::int64_t i = 0; i < n; ++i) p[i] += al * q[i];
-    } else {
-      Tensor oc = o.detach().contiguous();
-      const T* q = oc.data<T>();
-      for (std::int64_t i = 0; i < numel(); ++i) p[i] += al * q[i];
-    }
+    const std::int64_t n = numel();
+    const Tensor oc = o.is_contiguous() ? o : o.detach().contiguous();
+    const T* q = oc.data<T>();
+    // Elementwise at the same index, so vectorizing is right even when q is p (x.add_(x)).
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) p[i] += al * q[i];
   });
   return *this;
 }
@@ -346,7 +343,9 @@ Tensor& Tensor::mul_(double s) {
     using T = decltype(tag);
     T* p = data<T>();
     const T sv = static_cast<T>(s);
-    for (std::int64_t i = 0; i < numel(); ++i) p[i] *= sv;
+    const std::int64_t n = numel();
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) p[i] *= sv;
   });
   return *this;
 }
