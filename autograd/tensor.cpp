@@ -329,8 +329,8 @@ Tensor& Tensor::add_(const Tensor& o, double alpha) {
     const std::int64_t n = numel();
     const Tensor oc = o.is_contiguous() ? o : o.detach().contiguous();
     const T* q = oc.data<T>();
-    // Elementwise at the same index, so vectorizing is right even when q is p (x.add_(x)).
-#pragma omp simd
+    // No simd pragma: q may overlap p (a shifted view of the same storage); the compiler
+    // vectorizes behind its own run-time overlap test and keeps the sequential meaning.
     for (std::int64_t i = 0; i < n; ++i) p[i] += al * q[i];
   });
   return *this;
