@@ -77,7 +77,8 @@ struct Row {
 };
 
 struct Result {
-  std::string name, shape, note;
+  std::string name, shape;
+  std::string note{};
   int threads = 0;
   double ours = 0, torch = 0, reference = 0;  // seconds per unit (median)
   const Row* row = nullptr;
@@ -420,6 +421,20 @@ void print_check(const std::string& row, const std::string& what, const Step& ou
 }
 #endif
 
+// Thread settings to run before each burst of a side (bench::measure_pair): normgrad's (OpenMP
+// and OpenBLAS) and LibTorch's (its own setting as well).
+std::function<void()> ng_threads(int n) {
+  return [n] { bench::set_threads(n); };
+}
+#ifdef NORMGRAD_WITH_TORCH
+std::function<void()> torch_threads(int n) {
+  return [n] {
+    torch_rows::set_threads(n);
+    bench::set_threads(n);
+  };
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -634,7 +649,7 @@ int main(int argc, char** argv) {
       // thread count given.
       const int t = *std::max_element(thread_counts.begin(), thread_counts.end());
       const Peak ours = run_peak_child(normgrad_only_exe(), "ng", peak_steps, kCnnBatch, t);
-      Result r{row.name, row.shape, "", t, ours.peak_mib, 0, 0, &row, 0, 0, 0, 0, 0, 0};
+      Result r{.name = row.name, .shape = row.shape, .threads = t, .ours = ours.peak_mib, .row = &row};
       r.note = fmt::format("VmHWM of a fresh process; at start: normgrad {:.1f} MiB", ours.before_mib);
       std::string growth = fmt::format("; peak - start: normgrad {:.1f} MiB", ours.peak_mib - ours.before_mib);
 #ifdef NORMGRAD_WITH_TORCH
@@ -670,17 +685,11 @@ int main(int argc, char** argv) {
     if (!row.torch_note.empty()) fmt::print("note: {}: {}\n", row.name, row.torch_note);
     for (std::size_t k = 0; k < thread_counts.size(); ++k) {
       const int t = thread_counts[k];
-      Result r{row.name, row.shape, "", t, 0, 0, 0, &row, 0, 0, 0, 0, 0, 0};
+      Result r{.name = row.name, .shape = row.shape, .threads = t, .row = &row};
       bench::set_threads(t);
 #ifdef NORMGRAD_WITH_TORCH
       if (theirs) {  // in alternation, see bench::measure_pair
-        const bench::PairTiming p = bench::measure_pair(
-            ours, [t] { bench::set_threads(t); }, theirs,
-            [t] {
-              torch_rows::set_threads(t);
-              bench::set_threads(t);
-            },
-            5, 2 * min_time);
+        const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), theirs, torch_threads(t), 5, 2 * min_time);
         r.ours = p.a.median_s / row.divide;
         r.torch = p.b.median_s / row.divide;
         r.ratio = p.ratio;
@@ -693,8 +702,7 @@ int main(int argc, char** argv) {
       if (ref) {
         // In alternation with normgrad too. normgrad's own products set OpenBLAS to one thread
         // (autograd/blas.h): the direct cblas_sgemm call gets its t threads back before each burst.
-        const auto set = [t] { bench::set_threads(t); };
-        const bench::PairTiming p = bench::measure_pair(ours, set, ref, set, 5, 2 * min_time);
+        const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), ref, ng_threads(t), 5, 2 * min_time);
         r.reference = p.b.median_s / row.divide;
         r.over_reference = p.ratio;
       }
@@ -708,32 +716,22 @@ int main(int argc, char** argv) {
         r.note = fmt::format("of triad BW: normgrad {:.0f}%", 100 * row.bytes / r.ours / bw);
         if (r.torch > 0) r.note += fmt::format(", LibTorch {:.0f}%", 100 * row.bytes / r.torch / bw);
       }
-      if (row.speedup && k > 0) {
-        const auto one = std::find_if(results.begin(), results.end(),
-                                      [&](const Result& q) { return q.row == &row && q.threads == 1; });
-        if (one != results.end() && t > 1) {
-          // 1 thread and t threads timed in alternation as well (the second core of a shared VM
-          // is the noisiest part of it): the speedup is the median of the rounds' ratios.
-          const auto on = [](int n) { return [n] { bench::set_threads(n); }; };
-          const bench::PairTiming s1 = bench::measure_pair(ours, on(1), ours, on(t), 5, 2 * min_time);
-          r.speedup = s1.ratio;  // (1-thread time) / (t-thread time), per round
-          if (!r.note.empty()) r.note += "; ";
-          r.note += fmt::format("speedup over 1 thread (in alternation): normgrad {:.2f}x ({:.2f}-{:.2f})", r.speedup,
-                                s1.ratio_q1, s1.ratio_q3);
+      if (row.speedup && t > 1) {
+        // 1 thread and t threads timed in alternation as well (the second core of a shared VM
+        // is the noisiest part of it): the speedup is the median of the rounds' ratios.
+        const bench::PairTiming s1 = bench::measure_pair(ours, ng_threads(1), ours, ng_threads(t), 5, 2 * min_time);
+        r.speedup = s1.ratio;  // (1-thread time) / (t-thread time), per round
+        if (!r.note.empty()) r.note += "; ";
+        r.note += fmt::format("speedup over 1 thread (in alternation): normgrad {:.2f}x ({:.2f}-{:.2f})", r.speedup,
+                              s1.ratio_q1, s1.ratio_q3);
 #ifdef NORMGRAD_WITH_TORCH
-          if (theirs) {
-            const auto on_torch = [](int n) {
-              return [n] {
-                torch_rows::set_threads(n);
-                bench::set_threads(n);
-              };
-            };
-            const bench::PairTiming s2 = bench::measure_pair(theirs, on_torch(1), theirs, on_torch(t), 5, 2 * min_time);
-            r.note += fmt::format(", LibTorch {:.2f}x", s2.ratio);
-          }
-#endif
-          bench::set_threads(t);
+        if (theirs) {
+          const bench::PairTiming s2 =
+              bench::measure_pair(theirs, torch_threads(1), theirs, torch_threads(t), 5, 2 * min_time);
+          r.note += fmt::format(", LibTorch {:.2f}x", s2.ratio);
         }
+#endif
+        bench::set_threads(t);
       }
       fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)

@@ -208,7 +208,6 @@ struct FloatCentre {
   float xhat(float x) const { return ((x - mu_f) - corr) * rstd_f; }
 };
 
-
 // y = (x - mean) * rstd * weight[c] + bias[c]. Along a run of E elements of one channel c,
 // that is y = x * scale + shift with scale = rstd * weight[c], shift = bias[c] - mean * scale.
 // float64 in double; float32 in float lanes (see FloatCentre), with the statistics in double.
@@ -330,6 +329,7 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
     for (std::int64_t s = 0; s < sp.num_stats(); ++s) {
       const std::int64_t g = s % sp.G;
       const double mu = mean[s], r = rstd[s];
+      [[maybe_unused]] const FloatCentre fc(mu, r);  // the float32 loops' xhat
       // Pass 1: the two reductions per statistic.
       double sum_dyhat = 0.0, sum_dyhat_xhat = 0.0;
       if constexpr (is_f32) {
@@ -337,7 +337,6 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const std::int64_t base = run_offset(sp, 0, s);
           const float* xr = x + base;
           const float* dyr = dy + base;
-          const FloatCentre fc(mu, r);
           float* dw_g = dw_f.data() + g * sp.K;  // this group's channels c = g * K + k
           float* db_g = db_f.data() + g * sp.K;
           const float* w_g = weight ? weight + g * sp.K : nullptr;
@@ -394,7 +393,6 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const T* dye = dy + base + k * sp.E;
           double sum_dy = 0.0, sum_dy_xhat = 0.0;
           if constexpr (is_f32) {  // float lanes over chunks of kRowChunk, chunk sums in double (as above)
-            const FloatCentre fc(mu, r);
             for (std::int64_t e0 = 0; e0 < sp.E; e0 += kRowChunk) {
               const std::int64_t e1 = std::min(sp.E, e0 + kRowChunk);
               float s_dy = 0.0f, s_dy_xhat = 0.0f;
@@ -435,7 +433,6 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const T* dyr = dy + base;
           T* dxr = dx + base;
           if constexpr (is_f32) {  // float lanes, see FloatCentre
-            const FloatCentre fc(mu, r);
             const float m1 = static_cast<float>(mean_dyhat), m2 = static_cast<float>(mean_dyhat_xhat);
             with_flags(weight != nullptr, false, [&](auto has_w, auto) {
 #pragma omp simd
@@ -465,7 +462,6 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
           const T* dye = dy + base + k * sp.E;
           T* dxe = dx + base + k * sp.E;
           if constexpr (is_f32) {  // float lanes, see FloatCentre
-            const FloatCentre fc(mu, r);
             const float w_f = static_cast<float>(w), m1 = static_cast<float>(mean_dyhat),
                         m2 = static_cast<float>(mean_dyhat_xhat);
 #pragma omp simd

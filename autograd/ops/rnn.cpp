@@ -472,16 +472,8 @@ Tensor lstm_sequence(const Tensor& x_in, const Tensor& h0_in, const Tensor& c0_i
               transpose_into(dwt + (F - k0) * G4, H, G4, G4, dw_hh.data<T_>(), H);
             }
           }
-          if (need_b) {
-            auto column_sums = [&] {
-              Tensor db = empty({G4}, x.dtype());
-              T_* pb = db.data<T_>();
-              for (std::int64_t j = 0; j < G4; ++j) pb[j] = static_cast<T_>(ps[j]);
-              return db;
-            };
-            if (b_ih.defined() && b_ih.requires_grad()) db_ih = column_sums();
-            if (b_hh.defined() && b_hh.requires_grad()) db_hh = column_sums();
-          }
+          if (b_ih.defined() && b_ih.requires_grad()) db_ih = from_vector(db_sum, {G4}, x.dtype());
+          if (b_hh.defined() && b_hh.requires_grad()) db_hh = from_vector(db_sum, {G4}, x.dtype());
         });
         return {dx, h0.requires_grad() ? dh : Tensor(), c0.requires_grad() ? dc : Tensor(), dw_ih, dw_hh, db_ih,
                 db_hh};
