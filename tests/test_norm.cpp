@@ -322,6 +322,33 @@ TEST_CASE("layer_norm: float32 rows with mean 1e4 match float64 to 1e-3") {
   CHECK(max_abs_diff(z32, z64) < 1e-3);
 }
 
+TEST_CASE("layer_norm: float32 rows whose first elements are far from the row mean match float64") {
+  // The float32 moments sum around the mean of a chunk's first 16 elements and redo the sums
+  // around the computed mean when that centre is more than one standard deviation off. Three
+  // rows that take the second pass: a ramp 1e4 + i (centre 1e4 + 7.5, mean 1e4 + 511.5, std
+  // ~296), the same ramp descending, and 16 outliers of 1e3 first followed by noise around 0;
+  // and one row that does not (noise around 1e4).
+  const std::int64_t D = 1024;
+  std::vector<double> v(static_cast<std::size_t>(4 * D));
+  Generator gen(73);
+  const Tensor noise = randn({D}, DType::f64, &gen);
+  for (std::int64_t i = 0; i < D; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    v[u] = 1e4 + static_cast<double>(i);
+    v[static_cast<std::size_t>(D) + u] = 1e4 + static_cast<double>(D - 1 - i);
+    v[static_cast<std::size_t>(2 * D) + u] = i < 16 ? 1e3 : noise.data<double>()[u];
+    v[static_cast<std::size_t>(3 * D) + u] = 1e4 + noise.data<double>()[u];
+  }
+  const Tensor x32 = from_vector(v, {4, D}, DType::f32);
+  const Tensor y32 = layer_norm(x32, {D}).to(DType::f64), y64 = layer_norm(x32.to(DType::f64), {D});
+  for (std::int64_t r = 0; r < 4; ++r) {
+    INFO("row " << r);
+    // |y| <= ~8 (the outliers): float rounding only (measured: at most 5e-7). Summed around
+    // the first centre only, the outlier row's sum of squares is 60x its m2 and y is off by 3e-5.
+    CHECK(max_abs_diff(slice(y32, 0, r, r + 1), slice(y64, 0, r, r + 1)) < 2e-6);
+  }
+}
+
 TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {
   // The E > 1 layout (runs of H * W elements per channel) in float lanes: xhat must not lose
   // the digits of a large mean (see FloatCentre in norm.cpp).
