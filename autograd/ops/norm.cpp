@@ -217,20 +217,24 @@ void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_
 
 // xhat = (x - mean) * rstd for float32 x in float arithmetic, with the statistics kept in
 // double. mu_f = float(mean) alone would cost up to half an ulp of the mean (5e-4 for a mean
-// of 1e4, i.e. 5e-4 * rstd in xhat), so the rounding is carried as a small float correction
-//   corr = float(mean - mu_f),   xhat = ((x - mu_f) - corr) * rstd_f.
-// x - mu_f is exact (Sterbenz's lemma) when x is within a factor 2 of mu_f, and otherwise is
-// rounded to 2^-24 of |x - mu_f|, a value of the size of the deviation; subtracting corr
-// (|corr| <= ulp(mean) / 2) and scaling add two more roundings. So
-//   |xhat_f - xhat| <= ~3 * 2^-24 * (|xhat| + |corr| * rstd) + 2^-24 |xhat|  (about 2.4e-7 |xhat|),
-// independent of the size of the mean: float32 rows offset by 1e4 keep full float accuracy.
+// of 1e4, i.e. 5e-4 * rstd in xhat), so the rounding is carried as a small float correction,
+// already scaled:
+//   shift = float((mean - mu_f) * rstd),   xhat = (x - mu_f) * rstd_f - shift
+// (one subtraction and one multiply-add per element). x - mu_f is exact (Sterbenz's lemma)
+// when x is within a factor 2 of mu_f, and otherwise is rounded to 2^-24 of |x - mu_f|, a value
+// of the size of the deviation; rstd_f, shift and the multiply-add add a rounding each. So
+//   |xhat_f - xhat| <= ~3 * 2^-24 * (|xhat| + |shift|) + 2^-24 |xhat|  (about 2.4e-7 |xhat|),
+// with |shift| <= ulp(mean) / 2 * rstd, independent of the size of the mean: float32 rows
+// offset by 1e4 keep full float accuracy. (The earlier form ((x - mu_f) - corr) * rstd_f had
+// the same bound and one operation more per element; measured, the saving is small: LayerNorm
+// forward + backward on (64, 1024) rows in L2, best of 6 alternating runs, 52.3 -> 51.5 us.)
 struct FloatCentre {
-  float mu_f, corr, rstd_f;
+  float mu_f, rstd_f, shift;
   FloatCentre(double mean, double rstd)
       : mu_f(static_cast<float>(mean)),
-        corr(static_cast<float>(mean - static_cast<double>(static_cast<float>(mean)))),
-        rstd_f(static_cast<float>(rstd)) {}
-  float xhat(float x) const { return ((x - mu_f) - corr) * rstd_f; }
+        rstd_f(static_cast<float>(rstd)),
+        shift(static_cast<float>((mean - static_cast<double>(static_cast<float>(mean))) * rstd)) {}
+  float xhat(float x) const { return (x - mu_f) * rstd_f - shift; }
 };
 
 // y = (x - mean) * rstd * weight[c] + bias[c]. Along a run of E elements of one channel c,
