@@ -1,5 +1,7 @@
 #include "tests/helpers.h"
 
+#include <omp.h>
+
 using namespace ng;
 
 namespace {
@@ -105,6 +107,31 @@ TEST_CASE("conv2d: the OpenMP (batch-parallel) path agrees with image-by-image c
   test::check_values(x.grad(), gx, 1e-10);
   test::check_values(w.grad(), w1.grad().to_vector(), 1e-10);
   test::check_values(b.grad(), b1.grad().to_vector(), 1e-10);
+}
+
+TEST_CASE("conv2d: weight gradients are bit-identical from run to run at 4 threads") {
+  // Each thread sums its (static) share of the images into its own dW; the shares are added
+  // in thread order. (Added under a lock in whatever order the threads finished, float sums
+  // of 3 or more parts differed in the last bits from run to run.) float32, so that the order
+  // of additions shows.
+  struct Threads {  // 4 threads for this test, restored however it ends
+    int before = omp_get_max_threads();
+    Threads() { omp_set_num_threads(4); }
+    ~Threads() { omp_set_num_threads(before); }
+  } threads;
+  Generator gen(5);
+  const std::int64_t N = 8, C = 8, H = 16, W = 16, O = 16;  // N * O * K * P = 8*16*72*256: parallel
+  const Tensor x = randn({N, C, H, W}, DType::f32, &gen), r = randn({N, O, H, W}, DType::f32, &gen);
+  const Tensor w0 = randn({O, C, 3, 3}, DType::f32, &gen);
+  std::vector<double> first;
+  for (int run = 0; run < 20; ++run) {
+    Tensor w = w0.clone().requires_grad_();
+    sum(mul(conv2d(x, w, {}, 1, 1), r)).backward();
+    const auto g = w.grad().to_vector();
+    if (run == 0) first = g;
+    CAPTURE(run);
+    REQUIRE(g == first);
+  }
 }
 
 TEST_CASE("conv2d: float64 gradcheck w.r.t. input, weight and bias") {

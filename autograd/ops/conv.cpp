@@ -146,17 +146,20 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
   const bool par = parallel_over_images(g);
   const std::size_t wsize = static_cast<std::size_t>(g.O * K);
   if (dw) std::fill(dw, dw + wsize, T(0));
-  // dB[o] = sum of gy over (n, p): each thread sums its images into its own row of db_part
-  // (while gy is in cache for the GEMMs); the rows are added in thread order afterwards, so
-  // the result depends on the thread count only, never on timing.
+  // dB[o] = sum of gy over (n, p) and dW = sum over images: each thread sums its images (a
+  // fixed static share) into its own part of db_part / dw_part (for dB while gy is in cache
+  // for the GEMMs); the parts are added in thread order afterwards, so the result depends on
+  // the thread count only, never on timing.
   const int threads = par ? omp_get_max_threads() : 1;
   std::vector<acc_t<T>> db_part(db ? static_cast<std::size_t>(threads * g.O) : 0, acc_t<T>(0));
+  std::vector<T> dw_part(dw && threads > 1 ? static_cast<std::size_t>(threads) * wsize : 0, T(0));
 #pragma omp parallel num_threads(threads) if (par)
   {
+    const int tid = omp_get_thread_num();
     std::vector<T> col(static_cast<std::size_t>(K * P));  // im2col(x) or dcol, per thread
-    std::vector<T> dw_local(dw ? wsize : 0, T(0));        // this thread's share of dW
-    acc_t<T>* db_t = db ? db_part.data() + omp_get_thread_num() * g.O : nullptr;
-#pragma omp for
+    T* dw_t = !dw ? nullptr : threads > 1 ? dw_part.data() + static_cast<std::size_t>(tid) * wsize : dw;  // this thread's dW
+    acc_t<T>* db_t = db ? db_part.data() + tid * g.O : nullptr;
+#pragma omp for schedule(static)
     for (std::int64_t n = 0; n < g.N; ++n) {
       if (db)
         for (std::int64_t o = 0; o < g.O; ++o) {
@@ -175,7 +178,7 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
             im2col(g, x + xo, col.data());
             cp = col.data();
           }
-          gemm<T>(false, true, g.Og, K, P, T(1), gyg, P, cp, P, T(1), dw_local.data() + gi * g.Og * K, K);
+          gemm<T>(false, true, g.Og, K, P, T(1), gyg, P, cp, P, T(1), dw_t + gi * g.Og * K, K);
         }
         if (dx) {  // dcol = W_g^T (K, Og) @ gy (Og, P); dx += col2im(dcol)
           const T* wg = w + gi * g.Og * K;
@@ -189,10 +192,11 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
         }
       }
     }
-    if (dw) {
-#pragma omp critical(ng_conv2d_dw)
-      for (std::size_t k = 0; k < wsize; ++k) dw[k] += dw_local[k];
-    }
+  }
+  for (int t = 0; dw && threads > 1 && t < threads; ++t) {
+    const T* part = dw_part.data() + static_cast<std::size_t>(t) * wsize;
+#pragma omp simd
+    for (std::size_t k = 0; k < wsize; ++k) dw[k] += part[k];
   }
   if (db)
     for (std::int64_t o = 0; o < g.O; ++o) {
