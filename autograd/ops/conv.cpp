@@ -157,7 +157,8 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* gy, T* dx
   {
     const int tid = omp_get_thread_num();
     std::vector<T> col(static_cast<std::size_t>(K * P));  // im2col(x) or dcol, per thread
-    T* dw_t = !dw ? nullptr : threads > 1 ? dw_part.data() + static_cast<std::size_t>(tid) * wsize : dw;  // this thread's dW
+    // This thread's dW: its part of dw_part, or dw itself when there is one thread.
+    T* dw_t = !dw ? nullptr : threads > 1 ? dw_part.data() + static_cast<std::size_t>(tid) * wsize : dw;
     acc_t<T>* db_t = db ? db_part.data() + tid * g.O : nullptr;
 #pragma omp for schedule(static)
     for (std::int64_t n = 0; n < g.N; ++n) {

@@ -137,9 +137,9 @@ inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c
 // (Sterbenz) when x_i is within a factor 2 of c, and otherwise is rounded like a value of the
 // size of the deviation. Float sums over one chunk of at most kChunk elements (kChunk / 32
 // terms per accumulator lane) have relative error <= ~kChunk / 32 * 2^-24 ~ 2e-6 of sum |d|,
-// sum d^2 (so m2 to ~4e-6); chunks merge in double. The one-pass centre took the LayerNorm
-// (4096, 1024) forward at 1 thread from 2.8 to 2.5 ms (best of 6 alternating runs), and from
-// 23 to 20 us on (64, 1024) (two passes over the row in L1 were a sixth of its time).
+// sum d^2 (so m2 to ~4e-6); chunks merge in double. One pass instead of two (a centre pass,
+// then the sums) took the LayerNorm (4096, 1024) forward at 1 thread from 2.8 to 2.5 ms (best
+// of 6 alternating runs), and from 23 to 20 us on (64, 1024) rows, which sit in L2.
 Moments chunk_moments_f32(const float* x, std::int64_t n, bool subtract_mean) {
   const std::int64_t q = n >= kQuarters ? n / 4 : 0;  // elements per quarter; 4q..n-1 are the rest
   float c = 0.0f, sum_d = 0.0f, sum_d2 = 0.0f;
@@ -355,10 +355,11 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
     double* dw_t = params ? dw_part.data() + tid * C : nullptr;
     double* db_t = params ? db_part.data() + tid * C : nullptr;
     // float32 rows (E == 1, A == 1): pass 1 in float lanes. The row sums are taken in float over
-    // chunks of kRowChunk elements in 16 lanes (kRowChunk / 16 terms per lane, then the 16 lanes:
-    // relative error <= ~32 * 2^-24 ~ 2e-6 of the sum of |terms|) and the chunk sums added in double. Each row adds one term
-    // per channel to the parameter sums, so these go to float buffers that are added into the
-    // double ones after every kFlushRows rows of a group: the same bound per flush.
+    // chunks of kRowChunk elements in 16 lanes (kRowChunk / 16 terms per lane, then the 16
+    // lanes: relative error <= ~32 * 2^-24 ~ 2e-6 of the sum of |terms|) and the chunk sums
+    // added in double. Each row adds one term per channel to the parameter sums, so these go to
+    // float buffers that are added into the double ones after every kFlushRows rows of a group:
+    // the same bound per flush.
     constexpr bool is_f32 = std::is_same_v<T, float>;
     const bool rows_f32 = is_f32 && sp.E == 1 && sp.A == 1;
     std::vector<float> dw_f(rows_f32 && params ? static_cast<std::size_t>(C) : 0, 0.0f), db_f(dw_f.size(), 0.0f);
