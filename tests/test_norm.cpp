@@ -349,6 +349,46 @@ TEST_CASE("layer_norm: float32 rows whose first elements are far from the row me
   }
 }
 
+TEST_CASE("batch_norm on (N, C): the column kernels equal LayerNorm of the transpose, forward and backward") {
+  // BatchNorm over an (N, C) input normalizes each column over the batch; LayerNorm of the
+  // (C, N) transpose normalizes each row: the same numbers (biased variance, eps inside the
+  // sqrt), computed by the other kernels. (100, 1024) takes several row blocks in the column
+  // moments (merged by Chan's formula); (3, 37) is small and odd.
+  for (const auto& [N, C] : {std::pair<std::int64_t, std::int64_t>{100, 1024}, {3, 37}, {64, 128}}) {
+    CAPTURE(N);
+    CAPTURE(C);
+    Generator gen(91);
+    const Tensor x = add(mul(randn({N, C}, DType::f64, &gen), 3.0), 2.0).requires_grad_();
+    const Tensor w = randn({C}, DType::f64, &gen).requires_grad_(), b = randn({C}, DType::f64, &gen).requires_grad_();
+    const Tensor r = randn({N, C}, DType::f64, &gen);
+    const Tensor y = batch_norm(x, {}, {}, w, b, true);
+    const Tensor yref = add(mul(transpose(layer_norm(transpose(x, 0, 1), {N}), 0, 1), w), b);
+    CHECK(max_abs_diff(y, yref) < 1e-12);
+    const auto g = ng::grad({sum(mul(y, r))}, {x, w, b});
+    const auto gref = ng::grad({sum(mul(yref, r))}, {x, w, b});
+    for (std::size_t i = 0; i < 3; ++i) CHECK(max_abs_diff(g[i], gref[i]) < 1e-10);
+    // eval mode: running statistics instead
+    const Tensor rm = randn({C}, DType::f64, &gen), u = randn({C}, DType::f64, &gen), rv = add(mul(u, u), 0.5);
+    const Tensor ye = batch_norm(x, rm, rv, w, b, false);
+    const Tensor yeref = add(mul(div(sub(x, rm), sqrt(add(rv, 1e-5))), w), b);
+    CHECK(max_abs_diff(ye, yeref) < 1e-12);
+  }
+  // float32 columns with mean 1e4 against the same values in float64
+  Generator gen(92);
+  const Tensor x32 = add(randn({200, 40}, DType::f64, &gen), 1e4).to(DType::f32);
+  const Tensor dy = randn({200, 40}, DType::f64, &gen);
+  auto run = [&](DType dt) {
+    const Tensor x = x32.to(dt).requires_grad_(), w = ones({40}, dt).requires_grad_();
+    const Tensor y = batch_norm(x, {}, {}, w, {}, true);
+    const auto g = ng::grad({y}, {x, w}, {dy.to(dt)});
+    return std::vector<Tensor>{y.to(DType::f64), g[0].to(DType::f64), g[1].to(DType::f64)};
+  };
+  const auto r32 = run(DType::f32), r64 = run(DType::f64);
+  CHECK(max_abs_diff(r32[0], r64[0]) < 1e-5);
+  CHECK(max_abs_diff(r32[1], r64[1]) < 1e-4);
+  CHECK(max_abs_diff(r32[2], r64[2]) < 1e-3);
+}
+
 TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {
   // The E > 1 layout (runs of H * W elements per channel) in float lanes: xhat must not lose
   // the digits of a large mean (see FloatCentre in norm.cpp).

@@ -210,12 +210,12 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
       {"norm.cpp:524", {"dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:546", {"dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:555-556", {"dweight[c] += dw_part", "dbias[c] += db_part"}},
-      {"norm.cpp:564-590", {"Grads backward_composite(", "}"}},
-      {"norm.cpp:638", {"rstd[s] = 1.0 / std::sqrt(", nullptr}},
-      {"norm.cpp:647", {"return record(op,", nullptr}},
-      {"norm.cpp:714-738", {"void update_running_stats(", "}"}},
-      {"norm.cpp:721", {"const double unbias =", nullptr}},
-      {"norm.cpp:780", {"if (N * L == 1)", nullptr}},
+      {"norm.cpp:713-739", {"Grads backward_composite(", "}"}},
+      {"norm.cpp:800", {"rstd[s] = 1.0 / std::sqrt(", nullptr}},
+      {"norm.cpp:809", {"return record(op,", nullptr}},
+      {"norm.cpp:877-901", {"void update_running_stats(", "}"}},
+      {"norm.cpp:884", {"const double unbias =", nullptr}},
+      {"norm.cpp:943", {"if (N * L == 1)", nullptr}},
   };
   const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path();
   auto lines_of = [&](const std::filesystem::path& p) {
