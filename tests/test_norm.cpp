@@ -349,7 +349,7 @@ TEST_CASE("layer_norm: float32 rows whose first elements are far from the row me
   }
 }
 
-TEST_CASE("batch_norm on (N, C): the column kernels equal LayerNorm of the transpose, forward and backward") {
+TEST_CASE("batch_norm on (N, C) and short maps: the column kernels equal LayerNorm of the transpose, forward and backward") {
   // BatchNorm over an (N, C) input normalizes each column over the batch; LayerNorm of the
   // (C, N) transpose normalizes each row: the same numbers (biased variance, eps inside the
   // sqrt), computed by the other kernels. (100, 1024) takes several row blocks in the column
@@ -372,6 +372,24 @@ TEST_CASE("batch_norm on (N, C): the column kernels equal LayerNorm of the trans
     const Tensor ye = batch_norm(x, rm, rv, w, b, false);
     const Tensor yeref = add(mul(div(sub(x, rm), sqrt(add(rv, 1e-5))), w), b);
     CHECK(max_abs_diff(ye, yeref) < 1e-12);
+  }
+  // (N, C, H, W) with short maps (E = H * W up to kColumnMaxRun = 36) take the column kernels
+  // too: compare with LayerNorm over each channel's N * H * W values, gathered by a permute.
+  for (const auto& shape : {Shape{30, 6, 2, 2}, Shape{20, 5, 6, 6}, Shape{4, 3, 1, 5}}) {
+    CAPTURE(shape);
+    const std::int64_t N = shape[0], C = shape[1], H = shape[2], W = shape[3];
+    Generator gen(93);
+    const Tensor x = add(mul(randn(shape, DType::f64, &gen), 2.0), -1.0).requires_grad_();
+    const Tensor w = randn({C}, DType::f64, &gen).requires_grad_(), b = randn({C}, DType::f64, &gen).requires_grad_();
+    const Tensor r = randn(shape, DType::f64, &gen);
+    const Tensor y = batch_norm(x, {}, {}, w, b, true);
+    const Tensor per_channel = reshape(permute(x, {1, 0, 2, 3}), {C, N * H * W});
+    const Tensor yhat = permute(reshape(layer_norm(per_channel, {N * H * W}), {C, N, H, W}), {1, 0, 2, 3});
+    const Tensor yref = add(mul(yhat, reshape(w, {1, C, 1, 1})), reshape(b, {1, C, 1, 1}));
+    CHECK(max_abs_diff(y, yref) < 1e-12);
+    const auto g = ng::grad({sum(mul(y, r))}, {x, w, b});
+    const auto gref = ng::grad({sum(mul(yref, r))}, {x, w, b});
+    for (std::size_t i = 0; i < 3; ++i) CHECK(max_abs_diff(g[i], gref[i]) < 1e-10);
   }
   // float32 columns with mean 1e4 against the same values in float64
   Generator gen(92);

@@ -210,12 +210,12 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
       {"norm.cpp:524", {"dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:546", {"dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:555-556", {"dweight[c] += dw_part", "dbias[c] += db_part"}},
-      {"norm.cpp:760-786", {"Grads backward_composite(", "}"}},
-      {"norm.cpp:842", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt", nullptr}},
-      {"norm.cpp:850", {"return record(op,", nullptr}},
-      {"norm.cpp:918-942", {"void update_running_stats(", "}"}},
-      {"norm.cpp:925", {"const double unbias =", nullptr}},
-      {"norm.cpp:984", {"if (N * L == 1)", nullptr}},
+      {"norm.cpp:789-815", {"Grads backward_composite(", "}"}},
+      {"norm.cpp:871", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt", nullptr}},
+      {"norm.cpp:879", {"return record(op,", nullptr}},
+      {"norm.cpp:947-971", {"void update_running_stats(", "}"}},
+      {"norm.cpp:954", {"const double unbias =", nullptr}},
+      {"norm.cpp:1013", {"if (N * L == 1)", nullptr}},
   };
   const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path();
   auto lines_of = [&](const std::filesystem::path& p) {

@@ -557,18 +557,27 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
     }
 }
 
-// ---- the column layout: BatchNorm over (N, C) ---------------------------------------------
+// ---- the column layout: BatchNorm over (N, C) and (N, C, short L) -----------------------
 //
-// BatchNorm1d on an (N, C) input has A = N, G = C and runs of one element (K = E = 1):
-// statistic c is column c of an N x C matrix, and memory runs across the statistics, not
-// along them. The kernels above would take one element per step and stride by C (on
-// (4096, 1024) float32 the training forward + backward took 380 ms at 1 thread, against 7 ms
-// for LayerNorm on the same shape). These are the same formulas looped the other way round:
-// rows outside, and inside a vector loop over all columns, with the per-column values in
-// arrays. Threads split the rows (contiguous memory); the column sums each thread makes over
-// its rows are combined in thread order, so results depend on the thread count only. With
-// R = 1, statistic s is channel s.
-inline bool columns(const NormSpec& sp) { return sp.A > 1 && sp.R == 1 && sp.K == 1 && sp.E == 1; }
+// BatchNorm on an (N, C) input (BatchNorm1d in an MLP) has A = N, G = C and runs of one
+// element (K = E = 1): statistic c is column c of an N x C matrix, and memory runs across the
+// statistics, not along them. The kernels above would take one element per step and stride
+// by C (on (4096, 1024) float32 the training forward + backward took 380 ms at 1 thread,
+// against 7 ms for LayerNorm on the same shape), and with a short L (E = 2x2 maps, say) they
+// pay a run's bookkeeping every few elements. Here the same formulas are looped the other way
+// round: x is an A x W matrix (W = C * E columns; statistic s owns columns s*E .. s*E+E-1),
+// rows outside, a vector loop over all W columns inside, per-column values in arrays; the
+// E columns of a statistic are combined at the end. Threads split the rows (contiguous
+// memory), and the sums each thread makes over its rows are combined in thread order, so
+// results depend on the thread count only. With R = 1, statistic s is channel s.
+// Runs up to this long take the column kernels. Training forward + backward, float32, 1 thread,
+// per-statistic kernels -> column kernels: (256, 64, 2, 2) 1110 -> 75 us, (256, 64, 3, 3)
+// 1217 -> 174 us, (256, 64, 6, 6) 4522 -> 1258 us; at 7x7 = 49 the two were within noise of
+// each other, and longer runs (14x14) favour the per-statistic kernels at 2 threads.
+constexpr std::int64_t kColumnMaxRun = 36;
+inline bool columns(const NormSpec& sp) {
+  return sp.A > 1 && sp.R == 1 && sp.K == 1 && sp.E <= kColumnMaxRun;
+}
 constexpr std::int64_t kColumnBlockBytes = 128 << 10;  // moments: rows per block, by their bytes
 
 // Threads for the column kernels, this thread's number, and its share [a0, a1) of the rows
@@ -592,21 +601,23 @@ inline void thread_rows(std::int64_t A, int threads, int t, std::int64_t& a0, st
   a1 = std::min(A, a0 + per);
 }
 
-// mean[s] and biased var[s] of every column. Each thread takes its rows in blocks that stay in
-// cache: per block the exact two-pass formula in double, merged into the thread's running
-// moments by Chan, Golub & LeVeque's formula (as `merge` above), so x is read from memory
-// once; the threads' moments are then merged the same way, in thread order.
+// mean[s] and biased var[s] of every statistic. First the moments of each column: each thread
+// takes its rows in blocks that stay in cache, per block the exact two-pass formula in double,
+// merged into the thread's running moments by Chan, Golub & LeVeque's formula (as `merge`
+// above), so x is read from memory once; then the threads' moments, merged the same way in
+// thread order. Then the E columns of each statistic, all with n = A elements:
+//   mean = average of the column means,  m2 = sum of column m2 + A * sum (column mean - mean)^2.
 template <class T>
 void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
-  const std::int64_t S = sp.num_stats();
+  const std::int64_t S = sp.num_stats(), W = S * sp.E;
   const int threads = column_threads(sp);
-  const auto size = static_cast<std::size_t>(S);
+  const auto size = static_cast<std::size_t>(W);
   std::vector<double> part_mean(threads * size, 0.0), part_m2(threads * size, 0.0), part_n(static_cast<std::size_t>(threads), 0.0);
   // (n_a, mu, m2) += a part of nb rows with means bmu and m2 bm2, column by column
-  const auto merge_into = [S](double n_a, double* mu, double* m2, double nb, const double* bmu, const double* bm2) {
+  const auto merge_into = [W](double n_a, double* mu, double* m2, double nb, const double* bmu, const double* bm2) {
     const double n = n_a + nb;
 #pragma omp simd
-    for (std::int64_t j = 0; j < S; ++j) {
+    for (std::int64_t j = 0; j < W; ++j) {
       const double delta = bmu[j] - mu[j];
       mu[j] += delta * nb / n;
       m2[j] += bm2[j] + delta * delta * n_a * nb / n;
@@ -617,7 +628,7 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
     const int t = thread_id();
     std::int64_t a0 = 0, a1 = 0;
     thread_rows(sp.A, threads, t, a0, a1);
-    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / (S * static_cast<std::int64_t>(sizeof(T))));
+    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / (W * static_cast<std::int64_t>(sizeof(T))));
     std::vector<double> bmu(size), bm2(size);
     double* mu = part_mean.data() + t * size;
     double* m2 = part_m2.data() + t * size;
@@ -629,16 +640,16 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
       std::fill(bm2.begin(), bm2.end(), 0.0);
       if (sp.subtract_mean) {
         for (std::int64_t a = b0; a < b1; ++a) {
-          const T* xa = x + a * S;
+          const T* xa = x + a * W;
 #pragma omp simd
-          for (std::int64_t j = 0; j < S; ++j) bmu[j] += static_cast<double>(xa[j]);
+          for (std::int64_t j = 0; j < W; ++j) bmu[j] += static_cast<double>(xa[j]);
         }
         for (auto& v : bmu) v /= nb;
       }
       for (std::int64_t a = b0; a < b1; ++a) {
-        const T* xa = x + a * S;
+        const T* xa = x + a * W;
 #pragma omp simd
-        for (std::int64_t j = 0; j < S; ++j) {
+        for (std::int64_t j = 0; j < W; ++j) {
           const double d = static_cast<double>(xa[j]) - bmu[j];
           bm2[j] += d * d;
         }
@@ -648,30 +659,40 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
     }
     part_n[static_cast<std::size_t>(t)] = n;
   }
-  std::fill(mean, mean + S, 0.0);
-  std::fill(var, var + S, 0.0);
+  std::vector<double> col_mean(size, 0.0), col_m2(size, 0.0);
   double n = 0.0;
   for (int t = 0; t < threads; ++t) {
     const double nt = part_n[static_cast<std::size_t>(t)];
     if (nt == 0.0) continue;
-    merge_into(n, mean, var, nt, part_mean.data() + t * size, part_m2.data() + t * size);
+    merge_into(n, col_mean.data(), col_m2.data(), nt, part_mean.data() + t * size, part_m2.data() + t * size);
     n += nt;
   }
-  for (std::int64_t j = 0; j < S; ++j) var[j] = std::max(var[j] / n, 0.0);  // var = m2 / n, in place
+  for (std::int64_t s = 0; s < S; ++s) {  // the E columns of statistic s
+    const double* cm = col_mean.data() + s * sp.E;
+    const double* c2 = col_m2.data() + s * sp.E;
+    double mu = 0.0, m2 = 0.0;
+    for (std::int64_t e = 0; e < sp.E; ++e) mu += cm[e];
+    mu /= static_cast<double>(sp.E);
+    for (std::int64_t e = 0; e < sp.E; ++e) m2 += c2[e] + n * (cm[e] - mu) * (cm[e] - mu);
+    mean[s] = sp.subtract_mean ? mu : 0.0;
+    var[s] = std::max(m2 / (n * static_cast<double>(sp.E)), 0.0);  // biased: m2 / (A * E)
+  }
 }
 
 // The per-column constants, in T: xhat = (x - mu) * r - shift (FloatCentre's form: float32
-// columns offset by 1e4 keep their accuracy; in float64 shift = 0), and the weight.
+// columns offset by 1e4 keep their accuracy; in float64 shift = 0), and the weight; column j
+// belongs to statistic (and channel) j / E.
 template <class T>
 struct ColumnConstants {
   std::vector<T> mu, r, shift, w;
-  ColumnConstants(std::int64_t S, const double* mean, const double* rstd, const T* weight)
-      : mu(static_cast<std::size_t>(S)), r(mu.size()), shift(mu.size()), w(mu.size()) {
-    for (std::size_t s = 0; s < mu.size(); ++s) {
-      mu[s] = static_cast<T>(mean[s]);
-      r[s] = static_cast<T>(rstd[s]);
-      shift[s] = static_cast<T>((mean[s] - static_cast<double>(mu[s])) * rstd[s]);
-      w[s] = weight ? weight[s] : T(1);
+  ColumnConstants(const NormSpec& sp, const double* mean, const double* rstd, const T* weight)
+      : mu(static_cast<std::size_t>(sp.num_stats() * sp.E)), r(mu.size()), shift(mu.size()), w(mu.size()) {
+    for (std::size_t j = 0; j < mu.size(); ++j) {
+      const std::size_t s = j / static_cast<std::size_t>(sp.E);
+      mu[j] = static_cast<T>(mean[s]);
+      r[j] = static_cast<T>(rstd[s]);
+      shift[j] = static_cast<T>((mean[s] - static_cast<double>(mu[j])) * rstd[s]);
+      w[j] = weight ? weight[s] : T(1);
     }
   }
 };
@@ -680,31 +701,33 @@ struct ColumnConstants {
 template <class T>
 void column_normalize(const T* x, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
                       const T* bias, T* y) {
-  const std::int64_t S = sp.num_stats();
-  const ColumnConstants<T> k(S, mean, rstd, weight);
-  std::vector<T> b(static_cast<std::size_t>(S), T(0));
-  if (bias) std::copy(bias, bias + S, b.begin());
+  const std::int64_t W = sp.num_stats() * sp.E;
+  const ColumnConstants<T> k(sp, mean, rstd, weight);
+  std::vector<T> b(static_cast<std::size_t>(W), T(0));
+  for (std::int64_t j = 0; bias && j < W; ++j) b[static_cast<std::size_t>(j)] = bias[j / sp.E];
   const T *mu = k.mu.data(), *r = k.r.data(), *shift = k.shift.data(), *w = k.w.data(), *bb = b.data();
-#pragma omp parallel for schedule(static) num_threads(column_threads(sp)) if (column_threads(sp) > 1)
+  const int threads = column_threads(sp);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t a = 0; a < sp.A; ++a) {
-    const T* xa = x + a * S;
-    T* ya = y + a * S;
+    const T* xa = x + a * W;
+    T* ya = y + a * W;
 #pragma omp simd
-    for (std::int64_t j = 0; j < S; ++j) ya[j] = ((xa[j] - mu[j]) * r[j] - shift[j]) * w[j] + bb[j];
+    for (std::int64_t j = 0; j < W; ++j) ya[j] = ((xa[j] - mu[j]) * r[j] - shift[j]) * w[j] + bb[j];
   }
 }
 
 // backward_kernel for the column layout. Pass 1 sums dy and dy * xhat down each column (in
-// double; each thread over its rows, the threads' sums added in thread order), pass 2 writes
-// dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)), rows split across threads.
+// double; each thread over its rows, the threads' sums added in thread order) and then over
+// each statistic's E columns; pass 2 writes dx = rstd * (dyhat - mean(dyhat) - xhat *
+// mean(dyhat * xhat)), rows split across threads.
 template <class T>
 void column_backward(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
                      const T* weight, bool batch_stats, T* dx, double* dweight, double* dbias) {
-  const std::int64_t S = sp.num_stats();
-  const auto size = static_cast<std::size_t>(S);
-  const double n = static_cast<double>(sp.A);
+  const std::int64_t S = sp.num_stats(), W = S * sp.E;
+  const auto size = static_cast<std::size_t>(W);
+  const double n = static_cast<double>(sp.count());
   const int threads = column_threads(sp);
-  const ColumnConstants<T> k(S, mean, rstd, weight);
+  const ColumnConstants<T> k(sp, mean, rstd, weight);
   const T *mu = k.mu.data(), *r = k.r.data(), *shift = k.shift.data(), *w = k.w.data();
   std::vector<double> part(2 * threads * size, 0.0);  // per thread: sum dy, then sum dy * xhat
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -715,10 +738,10 @@ void column_backward(const T* x, const T* dy, const NormSpec& sp, const double* 
     double* sd = part.data() + 2 * t * size;
     double* sdx = sd + size;
     for (std::int64_t a = a0; a < a1; ++a) {  // pass 1
-      const T* xa = x + a * S;
-      const T* dya = dy + a * S;
+      const T* xa = x + a * W;
+      const T* dya = dy + a * W;
 #pragma omp simd
-      for (std::int64_t j = 0; j < S; ++j) {
+      for (std::int64_t j = 0; j < W; ++j) {
         const T xhat = (xa[j] - mu[j]) * r[j] - shift[j];
         sd[j] += static_cast<double>(dya[j]);
         sdx[j] += static_cast<double>(dya[j] * xhat);
@@ -727,26 +750,32 @@ void column_backward(const T* x, const T* dy, const NormSpec& sp, const double* 
   }
   for (int t = 1; t < threads; ++t)
     for (std::size_t j = 0; j < 2 * size; ++j) part[j] += part[2 * static_cast<std::size_t>(t) * size + j];
-  const double* sum_dy = part.data();
-  const double* sum_dy_xhat = part.data() + size;
-  // mean(dyhat) = weight * mean(dy), mean(dyhat * xhat) = weight * mean(dy * xhat)
+  // Per statistic: sum dy and sum dy * xhat over its E columns; then
+  // mean(dyhat) = weight * mean(dy), mean(dyhat * xhat) = weight * mean(dy * xhat), per column.
   std::vector<T> m1(size), m2(size);
-  for (std::size_t j = 0; j < size; ++j) {
-    if (dweight) dweight[j] += sum_dy_xhat[j];
-    if (dbias) dbias[j] += sum_dy[j];
-    const double wj = static_cast<double>(w[j]);
-    m1[j] = static_cast<T>(batch_stats && sp.subtract_mean ? wj * sum_dy[j] / n : 0.0);
-    m2[j] = static_cast<T>(batch_stats ? wj * sum_dy_xhat[j] / n : 0.0);
+  for (std::int64_t s = 0; s < S; ++s) {
+    double sum_dy = 0.0, sum_dy_xhat = 0.0;
+    for (std::int64_t e = 0; e < sp.E; ++e) {
+      sum_dy += part[static_cast<std::size_t>(s * sp.E + e)];
+      sum_dy_xhat += part[size + static_cast<std::size_t>(s * sp.E + e)];
+    }
+    if (dweight) dweight[s] += sum_dy_xhat;
+    if (dbias) dbias[s] += sum_dy;
+    const double ws = weight ? static_cast<double>(weight[s]) : 1.0;
+    const T c1 = static_cast<T>(batch_stats && sp.subtract_mean ? ws * sum_dy / n : 0.0);
+    const T c2 = static_cast<T>(batch_stats ? ws * sum_dy_xhat / n : 0.0);
+    std::fill(m1.begin() + s * sp.E, m1.begin() + (s + 1) * sp.E, c1);
+    std::fill(m2.begin() + s * sp.E, m2.begin() + (s + 1) * sp.E, c2);
   }
   if (!dx) return;
   const T *c1 = m1.data(), *c2 = m2.data();
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t a = 0; a < sp.A; ++a) {  // pass 2
-    const T* xa = x + a * S;
-    const T* dya = dy + a * S;
-    T* dxa = dx + a * S;
+    const T* xa = x + a * W;
+    const T* dya = dy + a * W;
+    T* dxa = dx + a * W;
 #pragma omp simd
-    for (std::int64_t j = 0; j < S; ++j) {
+    for (std::int64_t j = 0; j < W; ++j) {
       const T xhat = (xa[j] - mu[j]) * r[j] - shift[j];
       dxa[j] = r[j] * (dya[j] * w[j] - c1[j] - xhat * c2[j]);
     }
@@ -825,7 +854,7 @@ Tensor normalize_impl(const Tensor& x_in, const NormSpec& sp, const Tensor& weig
     double* rstd = rstd_s.data<double>();
     const T* w = weight.defined() ? weight.data<T>() : nullptr;
     const T* b = bias.defined() ? bias.data<T>() : nullptr;
-    if (columns(sp)) {  // BatchNorm over (N, C): see "the column layout"
+    if (columns(sp)) {  // BatchNorm over (N, C) or (N, C, short L): see "the column layout"
       if (!given_mean) column_moments<T>(x.data<T>(), sp, mean, var);
       for (std::int64_t s = 0; s < S; ++s) rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);
       column_normalize<T>(x.data<T>(), sp, mean, rstd, w, b, y.data<T>());
