@@ -100,6 +100,26 @@ Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
 // Sums of d = x - c and of d^2 over the n elements of x, as four interleaved quarters of q
 // elements (see kQuarters; q = 0: one loop) and the rest.
 inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c, float& sum_d, float& sum_d2) {
+  if (q == 0) {  // a short chunk: 8 float lanes by hand (an omp simd reduction's setup and
+                 // horizontal sums cost more than the few vectors of work)
+    float ld[8] = {}, le[8] = {};
+    std::int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+#pragma omp simd
+      for (std::int64_t j = 0; j < 8; ++j) {
+        const float u = x[i + j] - c;
+        ld[j] += u;
+        le[j] += u * u;
+      }
+    for (std::int64_t j = 0; i < n; ++i, ++j) {
+      const float u = x[i] - c;
+      ld[j] += u;
+      le[j] += u * u;
+    }
+    sum_d = ((ld[0] + ld[1]) + (ld[2] + ld[3])) + ((ld[4] + ld[5]) + (ld[6] + ld[7]));
+    sum_d2 = ((le[0] + le[1]) + (le[2] + le[3])) + ((le[4] + le[5]) + (le[6] + le[7]));
+    return;
+  }
   float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
   float e0 = 0.0f, e1 = 0.0f, e2 = 0.0f, e3 = 0.0f;
 #pragma omp simd reduction(+ : d0, d1, d2, d3, e0, e1, e2, e3)
@@ -199,13 +219,17 @@ void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_
   for (std::int64_t s = s0; s < s1; ++s) {
     const bool float_rows = std::is_same_v<T, float> && sp.E == 1;  // prefetched by normalize_kernel instead
     if (sp.A == 1 && !float_rows && s + 1 < sp.num_stats()) prefetch(x + run_offset(sp, 0, s + 1), run);
+    const auto chunk = [&](const T* p, std::int64_t len) {
+      if constexpr (std::is_same_v<T, float>) return chunk_moments_f32(p, len, sp.subtract_mean);
+      else return chunk_moments(p, len, sp.subtract_mean);
+    };
     Moments m;
-    for (std::int64_t a = 0; a < sp.A; ++a) {
-      const T* xr = x + run_offset(sp, a, s);
-      for (std::int64_t i = 0; i < run; i += kChunk) {
-        const std::int64_t len = std::min(kChunk, run - i);
-        if constexpr (std::is_same_v<T, float>) merge(m, chunk_moments_f32(xr + i, len, sp.subtract_mean));
-        else merge(m, chunk_moments(xr + i, len, sp.subtract_mean));
+    if (sp.A == 1 && run <= kChunk) {
+      m = chunk(x + run_offset(sp, 0, s), run);  // one chunk: nothing to merge (short rows)
+    } else {
+      for (std::int64_t a = 0; a < sp.A; ++a) {
+        const T* xr = x + run_offset(sp, a, s);
+        for (std::int64_t i = 0; i < run; i += kChunk) merge(m, chunk(xr + i, std::min(kChunk, run - i)));
       }
     }
     mean[s] = m.mean;
@@ -409,11 +433,12 @@ void backward_kernel(const T* x, const T* dy, const NormSpec& sp, const double* 
                 for (std::int64_t j = 0; j < kFloatsPerLine; ++j) term(k + j, j);
               }
               for (std::int64_t j = 0; k < k1; ++k, ++j) term(k, j);
-              float s_dyhat = 0.0f, s_dyhat_xhat = 0.0f;
-              for (std::int64_t j = 0; j < kFloatsPerLine; ++j) {
-                s_dyhat += l_dyhat[j];
-                s_dyhat_xhat += l_dyhat_xhat[j];
-              }
+              for (std::int64_t h = kFloatsPerLine / 2; h >= 1; h /= 2)  // the lanes' sums, pairwise
+                for (std::int64_t j = 0; j < h; ++j) {
+                  l_dyhat[j] += l_dyhat[j + h];
+                  l_dyhat_xhat[j] += l_dyhat_xhat[j + h];
+                }
+              const float s_dyhat = l_dyhat[0], s_dyhat_xhat = l_dyhat_xhat[0];
               sum_dyhat += static_cast<double>(s_dyhat);
               sum_dyhat_xhat += static_cast<double>(s_dyhat_xhat);
             }
