@@ -755,13 +755,20 @@ int main(int argc, char** argv) {
     targets += fmt::format("| {} | {} | {} | {}{} |\n", what, t, measured, met ? "yes" : "no", detail);
   };
   auto ratio_target = [&](const std::string& name, const std::string& shape, double limit) {
-    for (const int t : thread_counts) {
+    for (std::size_t k = 0; k < thread_counts.size(); ++k) {
+      const int t = thread_counts[k];
       const Result* r = find(name, shape, t);
       if (!r || r->torch <= 0) continue;
       const double v = r->normgrad_over_torch();
-      const std::string detail = v > limit ? fmt::format(" (by {:.2f})", v - limit)
-                                 : r->ratio > 0 && r->ratio_q3 > limit ? " (median; the upper quartile is above)"
-                                                                       : "";
+      std::string detail = v > limit ? fmt::format(" (by {:.2f})", v - limit)
+                           : r->ratio > 0 && r->ratio_q3 > limit ? " (median; the upper quartile is above)"
+                                                                 : "";
+      // A memory-bound row: what meeting the target would take, in bandwidth.
+      if (v > limit && r->row->bytes > 0 && bandwidth[k].triad > 0) {
+        const double torch_frac = r->row->bytes / r->torch / (bandwidth[k].triad * 1e9);
+        detail = fmt::format(" (by {:.2f}; LibTorch ran at {:.0f}% of triad bandwidth, so {:.2f}x LibTorch needs {:.0f}%)",
+                             v - limit, 100 * torch_frac, limit, 100 * torch_frac / limit);
+      }
       add_target(fmt::format("{} {}<= {:.2f} x LibTorch", name, shape.empty() ? "" : shape + " ", limit), t,
                  r->ratio_text(), v <= limit, detail);
     }

@@ -28,7 +28,9 @@ cores=$(lscpu | sed -n 's/^Core(s) per socket: *//p' | head -1)
 sockets=$(lscpu | sed -n 's/^Socket(s): *//p' | head -1)
 caches=$(lscpu | sed -n 's/^\(L[123][di]* cache\): *\(.*\)/\1 \2/p' | paste -sd ';' | sed 's/;/; /g')
 cxx=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
-loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print (a > 0.5 * n || b > 0.5 * n) ? 1 : 0 }')
+# Busy = other work running when the run started. (The load after the run includes the
+# benchmark's own 2-thread rows, so it says nothing about other jobs.)
+loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 : 0 }')
 
 {
   echo "# Benchmarks"
@@ -83,10 +85,10 @@ loaded=$(awk -v a="$load_before" -v b="$load_after" -v n="$cpus" 'BEGIN { print 
   echo "- Libraries: OpenBLAS $(pkg_version libopenblas0-pthread) (pthread build), LibTorch $(pkg_version libtorch-dev), fmt $(pkg_version libfmt-dev)"
   echo "- $(grep -m1 '^OPENBLAS_CORETYPE' "$log")"
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "- Load average (1 min) before / after the run: $load_before / $load_after on $cpus CPUs"
+  echo "- Load average (1 min) before / after the run: $load_before / $load_after on $cpus CPUs (after: includes the run itself)"
   if [ "$loaded" = 1 ]; then
     echo
-    echo "**These numbers were taken on a loaded machine** (other jobs were compiling while it ran)."
+    echo "**These numbers were taken on a busy machine** (the load average was above half the CPUs when the run started)."
     echo "Wall times are inflated and noisy for both libraries alike; the ratios are more"
     echo "trustworthy than the absolute times, and the 2-thread rows are the least reliable."
   fi
