@@ -7,6 +7,8 @@
 
 #include "tests/helpers.h"
 
+#include <omp.h>
+
 using namespace ng;
 
 namespace {
@@ -405,6 +407,32 @@ TEST_CASE("batch_norm on (N, C) and short maps: the column kernels equal LayerNo
   CHECK(max_abs_diff(r32[0], r64[0]) < 1e-5);
   CHECK(max_abs_diff(r32[1], r64[1]) < 1e-4);
   CHECK(max_abs_diff(r32[2], r64[2]) < 1e-3);
+}
+
+TEST_CASE("batch_norm on (N, C) inside a parallel region: all rows are used") {
+  // The column kernels split the rows over the threads their parallel region really has. Called
+  // from inside another parallel region, that region has one thread, not the two asked for.
+  struct Threads {  // 2 threads for this test, restored however it ends
+    int before = omp_get_max_threads();
+    Threads() { omp_set_num_threads(2); }
+    ~Threads() { omp_set_num_threads(before); }
+  } threads;
+  Generator gen(94);
+  const Tensor x = randn({256, 256}, DType::f64, &gen).requires_grad_();  // large enough to go parallel
+  const Tensor r = randn({256, 256}, DType::f64, &gen);
+  const Tensor y = batch_norm(x, {}, {}, {}, {}, true);
+  const Tensor gx = ng::grad({sum(mul(y, r))}, {x})[0];
+  Tensor y_in, gx_in;
+#pragma omp parallel num_threads(2)
+  {
+#pragma omp single
+    {
+      y_in = batch_norm(x, {}, {}, {}, {}, true);
+      gx_in = ng::grad({sum(mul(y_in, r))}, {x})[0];
+    }
+  }
+  CHECK(max_abs_diff(y_in, y) < 1e-12);
+  CHECK(max_abs_diff(gx_in, gx) < 1e-10);
 }
 
 TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {

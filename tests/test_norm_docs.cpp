@@ -210,12 +210,12 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
       {"norm.cpp:549", {"dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:571", {"dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
       {"norm.cpp:580-581", {"dweight[c] += dw_part", "dbias[c] += db_part"}},
-      {"norm.cpp:814-840", {"Grads backward_composite(", "}"}},
-      {"norm.cpp:896", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt", nullptr}},
-      {"norm.cpp:904", {"return record(op,", nullptr}},
-      {"norm.cpp:972-996", {"void update_running_stats(", "}"}},
-      {"norm.cpp:979", {"const double unbias =", nullptr}},
-      {"norm.cpp:1038", {"if (N * L == 1)", nullptr}},
+      {"norm.cpp:812-838", {"Grads backward_composite(", "}"}},
+      {"norm.cpp:894", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt", nullptr}},
+      {"norm.cpp:902", {"return record(op,", nullptr}},
+      {"norm.cpp:970-994", {"void update_running_stats(", "}"}},
+      {"norm.cpp:977", {"const double unbias =", nullptr}},
+      {"norm.cpp:1036", {"if (N * L == 1)", nullptr}},
   };
   const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path();
   auto lines_of = [&](const std::filesystem::path& p) {

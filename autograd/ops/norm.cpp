@@ -605,25 +605,25 @@ inline bool columns(const NormSpec& sp) {
 }
 constexpr std::int64_t kColumnBlockBytes = 128 << 10;  // moments: rows per block, by their bytes
 
-// Threads for the column kernels, this thread's number, and its share [a0, a1) of the rows
-// (a static split: the same on every call).
+// Threads asked for by the column kernels; then, inside a parallel region, this thread's
+// number and its share [a0, a1) of the rows 0..A-1: a static split over the threads the region
+// really has (fewer than asked for inside another parallel region), the same on every call.
 inline int column_threads(const NormSpec& sp) {
 #ifdef _OPENMP
   if (parallel(sp)) return omp_get_max_threads();
 #endif
   return 1;
 }
-inline int thread_id() {
+inline int thread_rows(std::int64_t A, std::int64_t& a0, std::int64_t& a1) {
+  int t = 0, nt = 1;
 #ifdef _OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
+  t = omp_get_thread_num();
+  nt = omp_get_num_threads();
 #endif
-}
-inline void thread_rows(std::int64_t A, int threads, int t, std::int64_t& a0, std::int64_t& a1) {
-  const std::int64_t per = (A + threads - 1) / threads;
+  const std::int64_t per = (A + nt - 1) / nt;
   a0 = std::min(A, t * per);
   a1 = std::min(A, a0 + per);
+  return t;
 }
 
 // mean[s] and biased var[s] of every statistic. First the moments of each column: each thread
@@ -650,9 +650,8 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   };
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    const int t = thread_id();
     std::int64_t a0 = 0, a1 = 0;
-    thread_rows(sp.A, threads, t, a0, a1);
+    const int t = thread_rows(sp.A, a0, a1);
     const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / (W * static_cast<std::int64_t>(sizeof(T))));
     std::vector<double> bmu(size), bm2(size);
     double* mu = part_mean.data() + t * size;
@@ -757,9 +756,8 @@ void column_backward(const T* x, const T* dy, const NormSpec& sp, const double* 
   std::vector<double> part(2 * threads * size, 0.0);  // per thread: sum dy, then sum dy * xhat
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    const int t = thread_id();
     std::int64_t a0 = 0, a1 = 0;
-    thread_rows(sp.A, threads, t, a0, a1);
+    const int t = thread_rows(sp.A, a0, a1);
     double* sd = part.data() + 2 * t * size;
     double* sdx = sd + size;
     for (std::int64_t a = a0; a < a1; ++a) {  // pass 1
