@@ -2,6 +2,8 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -32,6 +34,15 @@ inline ng::Tensor rnd_pos(const ng::Shape& s, std::uint64_t seed = 1, double lo 
   ng::Generator g(seed);
   return ng::uniform(s, lo, hi, ng::DType::f64, &g).requires_grad_();
 }
+
+// Sets the OpenMP thread count for a scope and restores the previous one however it ends.
+struct OmpThreads {
+  int before = omp_get_max_threads();
+  explicit OmpThreads(int n) { omp_set_num_threads(n); }
+  ~OmpThreads() { omp_set_num_threads(before); }
+  OmpThreads(const OmpThreads&) = delete;
+  OmpThreads& operator=(const OmpThreads&) = delete;
+};
 
 inline void check_values(const ng::Tensor& t, const std::vector<double>& expect, double tol = 1e-6) {
   const auto v = t.to_vector();

@@ -1,7 +1,5 @@
 #include "tests/helpers.h"
 
-#include <omp.h>
-
 using namespace ng;
 
 namespace {
@@ -114,11 +112,7 @@ TEST_CASE("conv2d: weight gradients are bit-identical from run to run at 4 threa
   // in thread order. (Added under a lock in whatever order the threads finished, float sums
   // of 3 or more parts differed in the last bits from run to run.) float32, so that the order
   // of additions shows.
-  struct Threads {  // 4 threads for this test, restored however it ends
-    int before = omp_get_max_threads();
-    Threads() { omp_set_num_threads(4); }
-    ~Threads() { omp_set_num_threads(before); }
-  } threads;
+  const test::OmpThreads threads(4);
   Generator gen(5);
   const std::int64_t N = 8, C = 8, H = 16, W = 16, O = 16;  // N * O * K * P = 8*16*72*256: parallel
   const Tensor x = randn({N, C, H, W}, DType::f32, &gen), r = randn({N, O, H, W}, DType::f32, &gen);

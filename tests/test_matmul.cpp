@@ -1,6 +1,5 @@
 // matmul and linear: every rank combination against a plain triple loop, strided operands,
 // gradchecks, error messages, float32 vs float64.
-#include <omp.h>
 
 #include <cmath>
 
@@ -253,10 +252,10 @@ TEST_CASE("matmul: products large enough to be split across threads equal a plai
           // stored as (K, M) / (N, K) when transposed, viewed back as (M, K) / (K, N)
           Tensor a = ta ? transpose(randn({c.K, c.M}, DType::f64, &gen), 0, 1) : randn({c.M, c.K}, DType::f64, &gen);
           Tensor b = tb ? transpose(randn({c.N, c.K}, DType::f64, &gen), 0, 1) : randn({c.K, c.N}, DType::f64, &gen);
-          const int before = omp_get_max_threads();
-          omp_set_num_threads(threads);
-          const Tensor y = matmul(a, b), y32 = matmul(a.to(DType::f32), b.to(DType::f32));
-          omp_set_num_threads(before);
+          const auto [y, y32] = [&] {
+            const test::OmpThreads scope(threads);
+            return std::pair{matmul(a, b), matmul(a.to(DType::f32), b.to(DType::f32))};
+          }();
           std::vector<double> expect(static_cast<std::size_t>(c.M * c.N));
           for (std::int64_t i = 0; i < c.M; ++i)
             for (std::int64_t j = 0; j < c.N; ++j) {

@@ -7,8 +7,6 @@
 
 #include "tests/helpers.h"
 
-#include <omp.h>
-
 using namespace ng;
 
 namespace {
@@ -412,11 +410,7 @@ TEST_CASE("batch_norm on (N, C) and short maps: the column kernels equal LayerNo
 TEST_CASE("batch_norm on (N, C) inside a parallel region: all rows are used") {
   // The column kernels split the rows over the threads their parallel region really has. Called
   // from inside another parallel region, that region has one thread, not the two asked for.
-  struct Threads {  // 2 threads for this test, restored however it ends
-    int before = omp_get_max_threads();
-    Threads() { omp_set_num_threads(2); }
-    ~Threads() { omp_set_num_threads(before); }
-  } threads;
+  const test::OmpThreads threads(2);
   Generator gen(94);
   const Tensor x = randn({256, 256}, DType::f64, &gen).requires_grad_();  // large enough to go parallel
   const Tensor r = randn({256, 256}, DType::f64, &gen);

@@ -62,12 +62,16 @@ struct Moments {
 //   delta = mean_b - mean_a,  mean = mean_a + delta * n_b / n,
 //   m2 = m2_a + m2_b + delta^2 * n_a * n_b / n.
 // Never subtracts two large numbers, so no cancellation when the mean is large.
+// (merge_parts: the same on loose numbers, so that loops over columns can use it too.)
+inline void merge_parts(double n_a, double& mean_a, double& m2_a, double n_b, double mean_b, double m2_b) {
+  const double n = n_a + n_b;
+  const double delta = mean_b - mean_a;
+  mean_a += delta * n_b / n;
+  m2_a += m2_b + delta * delta * n_a * n_b / n;
+}
 inline void merge(Moments& acc, const Moments& part) {
-  const double n = acc.n + part.n;
-  const double delta = part.mean - acc.mean;
-  acc.mean += delta * part.n / n;
-  acc.m2 += part.m2 + delta * delta * acc.n * part.n / n;
-  acc.n = n;
+  merge_parts(acc.n, acc.mean, acc.m2, part.n, part.mean, part.m2);
+  acc.n += part.n;
 }
 
 // A float sum written as one running sum is a chain of dependent additions, each waiting 3-4
@@ -640,13 +644,8 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   std::vector<double> part_mean(threads * size, 0.0), part_m2(threads * size, 0.0), part_n(static_cast<std::size_t>(threads), 0.0);
   // (n_a, mu, m2) += a part of nb rows with means bmu and m2 bm2, column by column
   const auto merge_into = [W](double n_a, double* mu, double* m2, double nb, const double* bmu, const double* bm2) {
-    const double n = n_a + nb;
 #pragma omp simd
-    for (std::int64_t j = 0; j < W; ++j) {
-      const double delta = bmu[j] - mu[j];
-      mu[j] += delta * nb / n;
-      m2[j] += bm2[j] + delta * delta * n_a * nb / n;
-    }
+    for (std::int64_t j = 0; j < W; ++j) merge_parts(n_a, mu[j], m2[j], nb, bmu[j], bm2[j]);
   };
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
@@ -703,9 +702,9 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   }
 }
 
-// The per-column constants, in T: xhat = (x - mu) * r - shift (FloatCentre's form: float32
-// columns offset by 1e4 keep their accuracy; in float64 shift = 0), and the weight; column j
-// belongs to statistic (and channel) j / E.
+// The per-column constants, in T: xhat = (x - mu) * r - shift (float32: FloatCentre's values,
+// so columns offset by 1e4 keep their accuracy; float64: the statistics, shift = 0), and the
+// weight; column j belongs to statistic (and channel) j / E.
 template <class T>
 struct ColumnConstants {
   std::vector<T> mu, r, shift, w;
@@ -713,9 +712,16 @@ struct ColumnConstants {
       : mu(static_cast<std::size_t>(sp.num_stats() * sp.E)), r(mu.size()), shift(mu.size()), w(mu.size()) {
     for (std::size_t j = 0; j < mu.size(); ++j) {
       const std::size_t s = j / static_cast<std::size_t>(sp.E);
-      mu[j] = static_cast<T>(mean[s]);
-      r[j] = static_cast<T>(rstd[s]);
-      shift[j] = static_cast<T>((mean[s] - static_cast<double>(mu[j])) * rstd[s]);
+      if constexpr (std::is_same_v<T, float>) {
+        const FloatCentre fc(mean[s], rstd[s]);
+        mu[j] = fc.mu_f;
+        r[j] = fc.rstd_f;
+        shift[j] = fc.shift;
+      } else {
+        mu[j] = mean[s];
+        r[j] = rstd[s];
+        shift[j] = 0;
+      }
       w[j] = weight ? weight[s] : T(1);
     }
   }
