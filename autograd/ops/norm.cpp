@@ -220,13 +220,15 @@ constexpr std::int64_t kBlockBytes = 16 << 10;  // forward: statistics per block
 template <class T>
 void moments_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int64_t s1, double* mean, double* var) {
   const std::int64_t run = sp.K * sp.E;
+  // One run per statistic: ask for the next one ("Memory traffic"); float32 rows are asked for
+  // by normalize_kernel instead.
+  const bool prefetch_runs = sp.A == 1 && !(std::is_same_v<T, float> && sp.E == 1);
+  const auto chunk = [&](const T* p, std::int64_t len) {
+    if constexpr (std::is_same_v<T, float>) return chunk_moments_f32(p, len, sp.subtract_mean);
+    else return chunk_moments(p, len, sp.subtract_mean);
+  };
   for (std::int64_t s = s0; s < s1; ++s) {
-    const bool float_rows = std::is_same_v<T, float> && sp.E == 1;  // prefetched by normalize_kernel instead
-    if (sp.A == 1 && !float_rows && s + 1 < sp.num_stats()) prefetch(x + run_offset(sp, 0, s + 1), run);
-    const auto chunk = [&](const T* p, std::int64_t len) {
-      if constexpr (std::is_same_v<T, float>) return chunk_moments_f32(p, len, sp.subtract_mean);
-      else return chunk_moments(p, len, sp.subtract_mean);
-    };
+    if (prefetch_runs && s + 1 < sp.num_stats()) prefetch(x + run_offset(sp, 0, s + 1), run);
     Moments m;
     if (sp.A == 1 && run <= kChunk) {
       m = chunk(x + run_offset(sp, 0, s), run);  // one chunk: nothing to merge (short rows)
