@@ -181,7 +181,7 @@ TEST_CASE("norm kernels: the plain kernel by hand, RMSNorm and given statistics"
   CHECK(mean == 0.0);
   CHECK(var == doctest::Approx(7.0));
   CHECK(y[2] == doctest::Approx(4.0 / std::sqrt(7.0)));
-  // Given statistics: dx = rstd * dyhat, no correction terms.
+  // Given statistics: dx = rstd * dxhat, no correction terms.
   const NormSpec bn = NormSpec::batch(3, 1, 1);
   mean = 1.0, var = 3.0;
   nk::plain_forward(x, bn, nullptr, nullptr, 1.0, false, &mean, &var, &rstd, y);
@@ -259,13 +259,13 @@ TEST_CASE("norm kernels: row_dx and column_dx from the means equal the fused bac
     CHECK(rel_err(sum_dy, db) < 1e-12);
     CHECK(rel_err(sum_dy_xhat, dw) < 1e-12);
     const double count = static_cast<double>(sp.count());
-    std::vector<double> mean_dyhat(S), mean_dyhat_xhat(S), dx(n);
+    std::vector<double> mean_dxhat(S), mean_dxhat_xhat(S), dx(n);
     for (std::size_t s = 0; s < S; ++s) {
-      mean_dyhat[s] = w[s] * sum_dy[s] / count;
-      mean_dyhat_xhat[s] = w[s] * sum_dy_xhat[s] / count;
+      mean_dxhat[s] = w[s] * sum_dy[s] / count;
+      mean_dxhat_xhat[s] = w[s] * sum_dy_xhat[s] / count;
     }
     const auto dx_pass = nk::uses_columns(sp) ? nk::column_dx<double> : nk::row_dx<double>;
-    dx_pass(x.data(), dy.data(), sp, mean.data(), rstd.data(), w.data(), mean_dyhat.data(), mean_dyhat_xhat.data(), dx.data());
+    dx_pass(x.data(), dy.data(), sp, mean.data(), rstd.data(), w.data(), mean_dxhat.data(), mean_dxhat_xhat.data(), dx.data());
     CHECK(rel_err(dx, dx_ref) < 1e-12);
   }
 }

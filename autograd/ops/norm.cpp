@@ -8,7 +8,7 @@
 // The kernels (norm_kernels.h) compute, per statistic s of n elements,
 //   mean, var (biased), rstd = 1 / sqrt(var + eps), xhat = (x - mean) * rstd,
 //   y = xhat * weight + bias,
-//   dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)),  dyhat = dy * weight.
+//   dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight.
 // Read them in norm_plain.cpp first: the definition in ~100 lines. norm_rows.cpp and
 // norm_columns.cpp are the same loops arranged for the two memory layouts.
 //
@@ -48,11 +48,11 @@ Grads backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight
     r = reshape(rstd_s.to(x.dtype()), stat5);
   }
   const Tensor xhat = mul(xc, r);
-  const Tensor dyhat = weight.defined() ? mul(dy5, reshape(weight, chan5)) : dy5;
-  Tensor inner = dyhat;
+  const Tensor dxhat = weight.defined() ? mul(dy5, reshape(weight, chan5)) : dy5;
+  Tensor inner = dxhat;
   if (batch_stats) {
-    inner = sub(inner, mul(xhat, mean(mul(dyhat, xhat), red, true)));
-    if (sp.subtract_mean) inner = sub(inner, mean(dyhat, red, true));
+    inner = sub(inner, mul(xhat, mean(mul(dxhat, xhat), red, true)));
+    if (sp.subtract_mean) inner = sub(inner, mean(dxhat, red, true));
   }
   const Tensor dx = reshape(mul(r, inner), x.shape());
   const Tensor dw = weight.defined() ? reshape(sum_to(mul(dy5, xhat), chan5), weight.shape()) : Tensor();

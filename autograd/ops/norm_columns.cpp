@@ -207,10 +207,10 @@ void column_backward_sums(const T* x, const T* dy, const NormSpec& sp, const dou
   }
 }
 
-// dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)), rows split across threads.
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), rows split across threads.
 template <class T>
 void column_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
-               const double* mean_dyhat, const double* mean_dyhat_xhat, T* dx) {
+               const double* mean_dxhat, const double* mean_dxhat_xhat, T* dx) {
   assert(uses_columns(sp));
   const std::int64_t W = sp.num_stats() * sp.E;
   const auto size = static_cast<std::size_t>(W);
@@ -218,13 +218,13 @@ void column_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, 
   const ColumnConstants<T> consts(sp, mean, rstd, weight);
   const T *mu = consts.mean_f.data(), *r = consts.rstd_f.data(), *rounding = consts.rounding.data(),
           *w = consts.weight.data();
-  std::vector<T> col_mean_dyhat(size), col_mean_dyhat_xhat(size);  // per column, in T
+  std::vector<T> col_mean_dxhat(size), col_mean_dxhat_xhat(size);  // per column, in T
   for (std::size_t j = 0; j < size; ++j) {
     const std::size_t s = j / static_cast<std::size_t>(sp.E);
-    col_mean_dyhat[j] = static_cast<T>(mean_dyhat[s]);
-    col_mean_dyhat_xhat[j] = static_cast<T>(mean_dyhat_xhat[s]);
+    col_mean_dxhat[j] = static_cast<T>(mean_dxhat[s]);
+    col_mean_dxhat_xhat[j] = static_cast<T>(mean_dxhat_xhat[s]);
   }
-  const T *m_dyhat = col_mean_dyhat.data(), *m_dyhat_xhat = col_mean_dyhat_xhat.data();
+  const T *m_dxhat = col_mean_dxhat.data(), *m_dxhat_xhat = col_mean_dxhat_xhat.data();
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (std::int64_t a = 0; a < sp.A; ++a) {
     const T* xa = x + a * W;
@@ -232,28 +232,28 @@ void column_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, 
     T* dxa = dx + a * W;
 #pragma omp simd
     for (std::int64_t j = 0; j < W; ++j)
-      dxa[j] = norm_kernels::dx(r[j], dya[j] * w[j], xhat(xa[j], mu[j], r[j], rounding[j]), m_dyhat[j], m_dyhat_xhat[j]);
+      dxa[j] = norm_kernels::dx(r[j], dya[j] * w[j], xhat(xa[j], mu[j], r[j], rounding[j]), m_dxhat[j], m_dxhat_xhat[j]);
   }
 }
 
-// Per statistic: mean(dyhat) = weight * mean(dy), mean(dyhat * xhat) = weight * mean(dy * xhat).
+// Per statistic: mean(dxhat) = weight * mean(dy), mean(dxhat * xhat) = weight * mean(dy * xhat).
 template <class T>
 void column_backward(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
                      const T* weight, bool batch_stats, T* dx, double* dweight, double* dbias) {
   const std::int64_t S = sp.num_stats();
   const auto size = static_cast<std::size_t>(S);
   const double n = static_cast<double>(sp.count());
-  std::vector<double> sum_dy(size), sum_dy_xhat(size), mean_dyhat(size), mean_dyhat_xhat(size);
+  std::vector<double> sum_dy(size), sum_dy_xhat(size), mean_dxhat(size), mean_dxhat_xhat(size);
   column_backward_sums(x, dy, sp, mean, rstd, sum_dy.data(), sum_dy_xhat.data());
   for (std::int64_t s = 0; s < S; ++s) {
     const auto si = static_cast<std::size_t>(s);
     if (dweight) dweight[s] += sum_dy_xhat[si];
     if (dbias) dbias[s] += sum_dy[si];
     const double w = weight ? static_cast<double>(weight[s]) : 1.0;
-    mean_dyhat[si] = batch_stats && sp.subtract_mean ? w * sum_dy[si] / n : 0.0;
-    mean_dyhat_xhat[si] = batch_stats ? w * sum_dy_xhat[si] / n : 0.0;
+    mean_dxhat[si] = batch_stats && sp.subtract_mean ? w * sum_dy[si] / n : 0.0;
+    mean_dxhat_xhat[si] = batch_stats ? w * sum_dy_xhat[si] / n : 0.0;
   }
-  if (dx) column_dx(x, dy, sp, mean, rstd, weight, mean_dyhat.data(), mean_dyhat_xhat.data(), dx);
+  if (dx) column_dx(x, dy, sp, mean, rstd, weight, mean_dxhat.data(), mean_dxhat_xhat.data(), dx);
 }
 
 #define NG_NORM_COLUMNS(T)                                                                                            \

@@ -17,8 +17,8 @@
 //   rstd         1 / sqrt(var + eps), eps inside the root (as PyTorch)
 //   xhat         (x - mean) * rstd                                   -- see xhat() below
 //   y            xhat * weight[c] + bias[c]
-//   dyhat        dy * weight[c]   (the gradient w.r.t. xhat)
-//   dx           rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat))   -- see dx() below
+//   dxhat        dy * weight[c]   (the gradient w.r.t. xhat)
+//   dx           rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   -- see dx() below
 //   dweight[c]   sum of dy * xhat,  dbias[c] = sum of dy, over the elements of channel c
 // m2 always means the sum of squared deviations from the mean (so var = m2 / n).
 #pragma once
@@ -41,7 +41,7 @@ void plain_forward(const double* x, const NormSpec& sp, const double* weight, co
 
 // Backward from the saved mean[s] and rstd[s]. dx, dweight, dbias may each be null (not
 // wanted); dweight and dbias are overwritten. batch_stats = false: the statistics are constants
-// and dx = rstd * dyhat.
+// and dx = rstd * dxhat.
 void plain_backward(const double* x, const double* dy, const NormSpec& sp, const double* mean, const double* rstd,
                     const double* weight, bool batch_stats, double* dx, double* dweight, double* dbias);
 
@@ -74,11 +74,11 @@ struct FloatCentre {
   float xhat(float x) const { return norm_kernels::xhat(x, mean_f, rstd_f, rounding); }
 };
 
-// dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)): "direct", "through the mean"
+// dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)): "direct", "through the mean"
 // and "through the variance" (docs/normalization.md, step 5). Given statistics: both means 0.
 template <class T>
-inline T dx(T rstd, T dyhat, T xhat, T mean_dyhat, T mean_dyhat_xhat) {
-  return rstd * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat);
+inline T dx(T rstd, T dxhat, T xhat, T mean_dxhat, T mean_dxhat_xhat) {
+  return rstd * (dxhat - mean_dxhat - xhat * mean_dxhat_xhat);
 }
 
 // ---- moments and Chan's merge (norm_moments.cpp) -------------------------------------------
@@ -118,7 +118,7 @@ template <class T>
 void row_forward(const T* x, const NormSpec& sp, const T* weight, const T* bias, double eps, bool given_stats,
                  double* mean, double* var, double* rstd, T* y);
 
-// The backward: per statistic, pass 1 reduces sum(dyhat) and sum(dyhat * xhat) (and adds the
+// The backward: per statistic, pass 1 reduces sum(dxhat) and sum(dxhat * xhat) (and adds the
 // parameter sums into dweight, dbias), pass 2 writes dx. Any of dx, dweight, dbias may be null.
 template <class T>
 void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
@@ -129,7 +129,7 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
 // BatchNorm's R = K = 1, dbias[s] = sum dy and dweight[s] = sum dy * xhat per statistic).
 template <class T>
 void row_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
-            const double* mean_dyhat, const double* mean_dyhat_xhat, T* dx);
+            const double* mean_dxhat, const double* mean_dxhat_xhat, T* dx);
 
 // ---- the column layout (norm_columns.cpp) --------------------------------------------------
 
@@ -149,16 +149,16 @@ void column_normalize(const T* x, const NormSpec& sp, const double* mean, const 
 
 // Pass 1 of the backward: sum_dy[s] = sum of dy and sum_dy_xhat[s] = sum of dy * xhat over each
 // statistic's elements (its channel: R = K = 1), in double. These are dbias and dweight, and
-// (times weight[s]) sum(dyhat) and sum(dyhat * xhat): what SyncBatchNorm all-reduces.
+// (times weight[s]) sum(dxhat) and sum(dxhat * xhat): what SyncBatchNorm all-reduces.
 template <class T>
 void column_backward_sums(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
                           double* sum_dy, double* sum_dy_xhat);
 
-// Pass 2: dx = rstd * (dyhat - mean_dyhat[s] - xhat * mean_dyhat_xhat[s]) from the two means
+// Pass 2: dx = rstd * (dxhat - mean_dxhat[s] - xhat * mean_dxhat_xhat[s]) from the two means
 // per statistic (zero for given statistics).
 template <class T>
 void column_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
-               const double* mean_dyhat, const double* mean_dyhat_xhat, T* dx);
+               const double* mean_dxhat, const double* mean_dxhat_xhat, T* dx);
 
 // Both passes, with the same arguments as row_backward.
 template <class T>

@@ -7,8 +7,8 @@
 // elements x_i,
 //   forward    mean = (1/n) sum x_i,  var = (1/n) sum (x_i - mean)^2,  rstd = 1 / sqrt(var + eps),
 //              xhat_i = (x_i - mean) * rstd,  y_i = xhat_i * weight_c + bias_c
-//   backward   dyhat_i = dy_i * weight_c
-//              dx_i = rstd * (dyhat_i - mean(dyhat) - xhat_i * mean(dyhat * xhat))
+//   backward   dxhat_i = dy_i * weight_c
+//              dx_i = rstd * (dxhat_i - mean(dxhat) - xhat_i * mean(dxhat * xhat))
 //                             direct    via the mean   via the variance
 //              dweight_c = sum dy * xhat,  dbias_c = sum dy  (over every element of channel c)
 // RMSNorm (subtract_mean false): mean = 0 and no "via the mean" term. Given statistics
@@ -70,29 +70,31 @@ void plain_backward(const double* x, const double* dy, const NormSpec& sp, const
   // Step 0, the affine parameters: dweight = sum dy * xhat, dbias = sum dy per channel.
   if (dweight) std::fill(dweight, dweight + C, 0.0);
   if (dbias) std::fill(dbias, dbias + C, 0.0);
-  // Two reductions per statistic: sum(dyhat) and sum(dyhat * xhat), with dyhat = dy * weight.
-  std::vector<double> sum_dyhat(S, 0.0), sum_dyhat_xhat(S, 0.0);
+  // Step 1, into the normalized value: dxhat = dy * weight. Steps 2 and 3 need two reductions
+  // per statistic: dL/dvar = -(rstd^2 / 2) * sum(dxhat * xhat) and dL/dmu = -rstd * sum(dxhat).
+  std::vector<double> sum_dxhat(S, 0.0), sum_dxhat_xhat(S, 0.0);
   for_each_element(sp, [&](std::int64_t i, std::int64_t s, std::int64_t c) {
     const double xh = xhat(x[i], mean[s], rstd[s]);
-    const double dyhat = dy[i] * weight_of(weight, c);
-    sum_dyhat[s] += dyhat;
-    sum_dyhat_xhat[s] += dyhat * xh;
+    const double dxhat = dy[i] * weight_of(weight, c);
+    sum_dxhat[s] += dxhat;
+    sum_dxhat_xhat[s] += dxhat * xh;
     if (dweight) dweight[c] += dy[i] * xh;
     if (dbias) dbias[c] += dy[i];
   });
   if (!dx) return;
-  // The two means: "via the mean" and "via the variance". Zero when the statistics are given
-  // (they do not depend on x), and no mean term for RMSNorm (the mean is not subtracted).
-  std::vector<double> mean_dyhat(S, 0.0), mean_dyhat_xhat(S, 0.0);
+  // Step 4 in its compact form (step 5) needs them as two means: mean(dxhat) ("via the mean",
+  // dL/dmu / n = -rstd * mean(dxhat)) and mean(dxhat * xhat) ("via the variance"). Both are 0
+  // when the statistics are given (they do not depend on x); RMSNorm has no mean term.
+  std::vector<double> mean_dxhat(S, 0.0), mean_dxhat_xhat(S, 0.0);
   for (std::size_t s = 0; s < S; ++s) {
-    if (batch_stats && sp.subtract_mean) mean_dyhat[s] = sum_dyhat[s] / n;
-    if (batch_stats) mean_dyhat_xhat[s] = sum_dyhat_xhat[s] / n;
+    if (batch_stats && sp.subtract_mean) mean_dxhat[s] = sum_dxhat[s] / n;
+    if (batch_stats) mean_dxhat_xhat[s] = sum_dxhat_xhat[s] / n;
   }
-  // dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat))
+  // Step 5: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
   for_each_element(sp, [&](std::int64_t i, std::int64_t s, std::int64_t c) {
     const double xh = xhat(x[i], mean[s], rstd[s]);
-    const double dyhat = dy[i] * weight_of(weight, c);
-    dx[i] = norm_kernels::dx(rstd[s], dyhat, xh, mean_dyhat[s], mean_dyhat_xhat[s]);
+    const double dxhat = dy[i] * weight_of(weight, c);
+    dx[i] = norm_kernels::dx(rstd[s], dxhat, xh, mean_dxhat[s], mean_dxhat_xhat[s]);
   });
 }
 

@@ -5,7 +5,7 @@
 // is still in cache:
 //
 //   row_forward   moments_kernel, then y = xhat * weight + bias, block by block    (x read once)
-//   row_backward  pass 1: sum(dyhat), sum(dyhat * xhat) and the parameter sums;
+//   row_backward  pass 1: sum(dxhat), sum(dxhat * xhat) and the parameter sums;
 //                 pass 2: dx, per statistic                         (x and dy read once)
 //
 // float64 runs in double. float32 runs in float lanes (twice as many per vector) with the
@@ -127,12 +127,12 @@ void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int6
   }
 }
 
-// Pass 2 of the backward for one statistic s: dx = rstd * (dyhat - mean_dyhat - xhat *
-// mean_dyhat_xhat) (the plain kernel's last loop). Float32 rows ask for the next row's x and
+// Pass 2 of the backward for one statistic s: dx = rstd * (dxhat - mean_dxhat - xhat *
+// mean_dxhat_xhat) (the plain kernel's last loop). Float32 rows ask for the next row's x and
 // dy while this one is written ("memory traffic").
 template <class T>
 inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t s, double mu, double r,
-                       const T* weight, double mean_dyhat, double mean_dyhat_xhat, T* dx) {
+                       const T* weight, double mean_dxhat, double mean_dxhat_xhat, T* dx) {
   const std::int64_t g = s % sp.G;
   for (std::int64_t a = 0; a < sp.A; ++a) {
     const std::int64_t base = run_offset(sp, a, s);
@@ -142,14 +142,14 @@ inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t
       T* dxr = dx + base;
       if constexpr (std::is_same_v<T, float>) {
         const FloatCentre fc(mu, r);
-        const float mean_dyhat_f = static_cast<float>(mean_dyhat), mean_dyhat_xhat_f = static_cast<float>(mean_dyhat_xhat);
+        const float mean_dxhat_f = static_cast<float>(mean_dxhat), mean_dxhat_xhat_f = static_cast<float>(mean_dxhat_xhat);
         const bool next = sp.A == 1 && s + 1 < sp.num_stats();
         const T* x_next = x + run_offset(sp, 0, next ? s + 1 : s);
         const T* dy_next = dy + run_offset(sp, 0, next ? s + 1 : s);
         with_flags(weight != nullptr, false, [&](auto has_w, auto) {
           const auto term = [&](std::int64_t k) {
-            const float dyhat = dyr[k] * (has_w ? weight[g * sp.K + k] : 1.0f);
-            dxr[k] = norm_kernels::dx(fc.rstd_f, dyhat, fc.xhat(xr[k]), mean_dyhat_f, mean_dyhat_xhat_f);
+            const float dxhat = dyr[k] * (has_w ? weight[g * sp.K + k] : 1.0f);
+            dxr[k] = norm_kernels::dx(fc.rstd_f, dxhat, fc.xhat(xr[k]), mean_dxhat_f, mean_dxhat_xhat_f);
           };
           std::int64_t k = 0;
           for (; k + kFloatsPerLine <= sp.K; k += kFloatsPerLine) {
@@ -168,8 +168,8 @@ inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t
 #pragma omp simd
         for (std::int64_t k = 0; k < sp.K; ++k) {
           const std::int64_t c = g * sp.K + k;
-          const double dyhat = static_cast<double>(dyr[k]) * (has_w ? static_cast<double>(weight[c]) : 1.0);
-          dxr[k] = static_cast<T>(norm_kernels::dx(r, dyhat, xhat(static_cast<double>(xr[k]), mu, r), mean_dyhat, mean_dyhat_xhat));
+          const double dxhat = static_cast<double>(dyr[k]) * (has_w ? static_cast<double>(weight[c]) : 1.0);
+          dxr[k] = static_cast<T>(norm_kernels::dx(r, dxhat, xhat(static_cast<double>(xr[k]), mu, r), mean_dxhat, mean_dxhat_xhat));
         }
       });
       continue;
@@ -182,17 +182,17 @@ inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t
       T* dxe = dx + base + k * sp.E;
       if constexpr (std::is_same_v<T, float>) {
         const FloatCentre fc(mu, r);
-        const float w_f = static_cast<float>(w), mean_dyhat_f = static_cast<float>(mean_dyhat),
-                    mean_dyhat_xhat_f = static_cast<float>(mean_dyhat_xhat);
+        const float w_f = static_cast<float>(w), mean_dxhat_f = static_cast<float>(mean_dxhat),
+                    mean_dxhat_xhat_f = static_cast<float>(mean_dxhat_xhat);
 #pragma omp simd
         for (std::int64_t e = 0; e < sp.E; ++e)
-          dxe[e] = norm_kernels::dx(fc.rstd_f, dye[e] * w_f, fc.xhat(xe[e]), mean_dyhat_f, mean_dyhat_xhat_f);
+          dxe[e] = norm_kernels::dx(fc.rstd_f, dye[e] * w_f, fc.xhat(xe[e]), mean_dxhat_f, mean_dxhat_xhat_f);
         continue;
       }
 #pragma omp simd
       for (std::int64_t e = 0; e < sp.E; ++e) {
-        const double dyhat = static_cast<double>(dye[e]) * w;
-        dxe[e] = static_cast<T>(norm_kernels::dx(r, dyhat, xhat(static_cast<double>(xe[e]), mu, r), mean_dyhat, mean_dyhat_xhat));
+        const double dxhat = static_cast<double>(dye[e]) * w;
+        dxe[e] = static_cast<T>(norm_kernels::dx(r, dxhat, xhat(static_cast<double>(xe[e]), mu, r), mean_dxhat, mean_dxhat_xhat));
       }
     }
   }
@@ -218,8 +218,8 @@ void row_forward(const T* x, const NormSpec& sp, const T* weight, const T* bias,
   }
 }
 
-// Pass 1 sums, per statistic, sum(dyhat) and sum(dyhat * xhat); per run of one channel
-// sum(dyhat) = weight[c] * sum(dy), so the E > 1 loops need only sum(dy) and sum(dy * xhat).
+// Pass 1 sums, per statistic, sum(dxhat) and sum(dxhat * xhat); per run of one channel
+// sum(dxhat) = weight[c] * sum(dy), so the E > 1 loops need only sum(dy) and sum(dy * xhat).
 template <class T>
 void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
                   const T* weight, bool batch_stats, T* dx, double* dweight, double* dbias) {
@@ -267,7 +267,7 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
       const double mu = mean[s], r = rstd[s];
       [[maybe_unused]] const FloatCentre fc(mu, r);  // the float32 loops' xhat
       // Pass 1: the two reductions per statistic.
-      double sum_dyhat = 0.0, sum_dyhat_xhat = 0.0;
+      double sum_dxhat = 0.0, sum_dxhat_xhat = 0.0;
       if constexpr (is_f32) {
         if (rows_f32) {
           const std::int64_t base = run_offset(sp, 0, s);
@@ -280,12 +280,12 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
           with_flags(weight != nullptr, params, [&](auto has_w, auto has_p) {
             for (std::int64_t k0 = 0; k0 < sp.K; k0 += kRowChunk) {
               const std::int64_t k1 = std::min(sp.K, k0 + kRowChunk);
-              float lane_dyhat[kFloatsPerLine] = {}, lane_dyhat_xhat[kFloatsPerLine] = {};  // 16 lanes: two AVX2 vectors each
+              float lane_dxhat[kFloatsPerLine] = {}, lane_dxhat_xhat[kFloatsPerLine] = {};  // 16 lanes: two AVX2 vectors each
               const auto term = [&](std::int64_t k, std::int64_t j) {
                 const float xh = fc.xhat(xr[k]);
-                const float dyhat = dyr[k] * (has_w ? w_g[k] : 1.0f);
-                lane_dyhat[j] += dyhat;
-                lane_dyhat_xhat[j] += dyhat * xh;
+                const float dxhat = dyr[k] * (has_w ? w_g[k] : 1.0f);
+                lane_dxhat[j] += dxhat;
+                lane_dxhat_xhat[j] += dxhat * xh;
                 if (has_p) {
                   dw_g[k] += dyr[k] * xh;
                   db_g[k] += dyr[k];
@@ -300,11 +300,11 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
               for (std::int64_t j = 0; k < k1; ++k, ++j) term(k, j);
               for (std::int64_t h = kFloatsPerLine / 2; h >= 1; h /= 2)  // the lanes' sums, pairwise
                 for (std::int64_t j = 0; j < h; ++j) {
-                  lane_dyhat[j] += lane_dyhat[j + h];
-                  lane_dyhat_xhat[j] += lane_dyhat_xhat[j + h];
+                  lane_dxhat[j] += lane_dxhat[j + h];
+                  lane_dxhat_xhat[j] += lane_dxhat_xhat[j + h];
                 }
-              sum_dyhat += static_cast<double>(lane_dyhat[0]);
-              sum_dyhat_xhat += static_cast<double>(lane_dyhat_xhat[0]);
+              sum_dxhat += static_cast<double>(lane_dxhat[0]);
+              sum_dxhat_xhat += static_cast<double>(lane_dxhat_xhat[0]);
             }
           });
           if (params && ++rows_since_flush[static_cast<std::size_t>(g)] == kFlushRows) {
@@ -319,14 +319,14 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
           const T* xr = x + base;
           const T* dyr = dy + base;
           with_flags(weight != nullptr, params, [&](auto has_w, auto has_p) {  // has_p: parameter gradients wanted
-#pragma omp simd reduction(+ : sum_dyhat, sum_dyhat_xhat)
+#pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)
             for (std::int64_t k = 0; k < sp.K; ++k) {
               const std::int64_t c = g * sp.K + k;
               const double xh = xhat(static_cast<double>(xr[k]), mu, r);
               const double dyk = static_cast<double>(dyr[k]);
               const double w = has_w ? static_cast<double>(weight[c]) : 1.0;
-              sum_dyhat += w * dyk;
-              sum_dyhat_xhat += w * dyk * xh;
+              sum_dxhat += w * dyk;
+              sum_dxhat_xhat += w * dyk * xh;
               if (has_p) {
                 dw_t[c] += dyk * xh;
                 db_t[c] += dyk;
@@ -361,8 +361,8 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
             }
           }
           const double w = weight ? static_cast<double>(weight[c]) : 1.0;
-          sum_dyhat += w * sum_dy;            // sum dyhat        = weight[c] * sum dy
-          sum_dyhat_xhat += w * sum_dy_xhat;  // sum dyhat * xhat = weight[c] * sum dy * xhat
+          sum_dxhat += w * sum_dy;            // sum dxhat        = weight[c] * sum dy
+          sum_dxhat_xhat += w * sum_dy_xhat;  // sum dxhat * xhat = weight[c] * sum dy * xhat
           if (params) {
             dw_t[c] += sum_dy_xhat;  // dweight[c] = sum dy * xhat
             db_t[c] += sum_dy;       // dbias[c]   = sum dy
@@ -371,10 +371,10 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
       }
       if (!dx) continue;
       // The two correction terms: zero when the statistics do not depend on x.
-      const double mean_dyhat = batch_stats && sp.subtract_mean ? sum_dyhat / n : 0.0;
-      const double mean_dyhat_xhat = batch_stats ? sum_dyhat_xhat / n : 0.0;
-      // Pass 2: dx = rstd * (dyhat - mean(dyhat) - xhat * mean(dyhat * xhat)).
-      row_dx_one(x, dy, sp, s, mu, r, weight, mean_dyhat, mean_dyhat_xhat, dx);
+      const double mean_dxhat = batch_stats && sp.subtract_mean ? sum_dxhat / n : 0.0;
+      const double mean_dxhat_xhat = batch_stats ? sum_dxhat_xhat / n : 0.0;
+      // Pass 2: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)).
+      row_dx_one(x, dy, sp, s, mu, r, weight, mean_dxhat, mean_dxhat_xhat, dx);
     }
     if (!dw_f.empty()) flush(0, C);  // what is left in this thread's float buffers
   }
@@ -387,11 +387,11 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
 
 template <class T>
 void row_dx(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
-            const double* mean_dyhat, const double* mean_dyhat_xhat, T* dx) {
+            const double* mean_dxhat, const double* mean_dxhat_xhat, T* dx) {
   assert(!uses_columns(sp));
 #pragma omp parallel for if (parallel(sp))
   for (std::int64_t s = 0; s < sp.num_stats(); ++s)
-    row_dx_one(x, dy, sp, s, mean[s], rstd[s], weight, mean_dyhat[s], mean_dyhat_xhat[s], dx);
+    row_dx_one(x, dy, sp, s, mean[s], rstd[s], weight, mean_dxhat[s], mean_dxhat_xhat[s], dx);
 }
 
 #define NG_NORM_ROWS(T)                                                                                              \
