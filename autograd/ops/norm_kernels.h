@@ -21,6 +21,15 @@
 //   dx           rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   -- see dx() below
 //   dweight[c]   sum of dy * xhat,  dbias[c] = sum of dy, over the elements of channel c
 // m2 always means the sum of squared deviations from the mean (so var = m2 / n).
+//
+// Pieces for a distributed BatchNorm (statistics over the samples of every process):
+//   moments(x, sp, mean, var) per process, with count sp.count(); Moments / merge (or
+//   merge_parts) combine (n, mean, m2 = var * n) across processes without cancellation;
+//   the forward then continues with the merged mean and var as given statistics
+//   (row_forward with given_stats, or column_normalize). Backward: column_backward_sums, or
+//   row_backward with dx = null (for BatchNorm, R = K = 1: dbias[s] = sum dy and dweight[s] =
+//   sum dy * xhat), summed across processes; mean(dxhat) = weight * sum dy / N_total and
+//   mean(dxhat * xhat) = weight * sum dy * xhat / N_total; then row_dx or column_dx.
 #pragma once
 #include <algorithm>
 #include <cstdint>
