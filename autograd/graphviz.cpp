@@ -107,7 +107,7 @@ std::string value_summary(const Tensor& t) {
   return s + fmt::format("  mean {:.3g} max|.| {:.3g}", v.empty() ? 0.0 : sum / static_cast<double>(v.size()), max_abs);
 }
 
-std::string to_dot(const Tensor& root, const std::vector<DotLabel>& labels) {
+std::string to_dot_with_values(const Tensor& root, const std::vector<DotLabel>& labels) {
   // Labelled op outputs are found by their node, labelled leaves by their storage.
   std::unordered_map<const void*, const DotLabel*> label_of;
   for (const DotLabel& l : labels) {

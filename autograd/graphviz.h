@@ -4,7 +4,7 @@
 // ellipses (green when named as parameters, e.g. from module.named_parameters()); the root
 // is drawn bold. Edges point the way the forward pass ran.
 //
-// to_dot(root, labels) draws the same graph as micrograd's draw_dot does: every labelled
+// to_dot_with_values(root, labels) draws the graph as micrograd's draw_dot does: every labelled
 // tensor (an op's output or a leaf) becomes a record { name | op and shape | value | grad }
 // with a summary of its values and of its gradient (when given).
 #pragma once
@@ -27,7 +27,7 @@ struct DotLabel {
   Tensor tensor;
   Tensor grad;
 };
-std::string to_dot(const Tensor& root, const std::vector<DotLabel>& labels);
+std::string to_dot_with_values(const Tensor& root, const std::vector<DotLabel>& labels);
 
 // A one-line summary of a tensor's values: the value itself for one element, else the first
 // values (up to 4), mean and max |.|: "[4, 3] 0.12 -0.5 1.3 0.7 ... mean 0.05 max|.| 1.3".

@@ -116,7 +116,7 @@ int main() {
   fmt::print("  max |dx, dgamma, dbeta by hand - fused|   = {:.1e}\n", err_fused);
   worst = std::max({worst, err_y, err_fused});
 
-  const bool svg = write_graph(to_dot(loss, labels), "batchnorm_graph");
+  const bool svg = write_graph(to_dot_with_values(loss, labels), "batchnorm_graph");
   fmt::print("\nWrote batchnorm_graph.dot{}\n", svg ? " and batchnorm_graph.svg" : " (install graphviz for the SVG)");
 
   if (!(worst <= 1e-10)) {

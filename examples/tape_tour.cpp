@@ -27,7 +27,7 @@ int main() {
   const std::vector<Tensor> g = grad({y}, {W, b, z, a}, {}, {.retain_graph = true});
   const std::vector<DotLabel> labels = {{"W", W, g[0]}, {"b", b, g[1]}, {"z = x W", z, g[2]},
                                         {"a = tanh(z + b)", a, g[3]}, {"y", y, ones({}, DType::f64)}};
-  if (write_graph(to_dot(y, labels), "tape_tour"))
+  if (write_graph(to_dot_with_values(y, labels), "tape_tour"))
     fmt::print("Wrote tape_tour.dot and tape_tour.svg\n");
   else
     fmt::print("Wrote tape_tour.dot (install graphviz to render it: dot -Tsvg tape_tour.dot -o tape_tour.svg)\n");
