@@ -1,4 +1,4 @@
-// Tests of the normalization core (autograd/ops/norm.cpp) and its functional API:
+// Tests of the normalization op (autograd/ops/norm.cpp) and its functional API:
 // forward values against hand-worked numbers and independent loops, fused backward ==
 // composite-reference autograd == finite differences, double backward, running statistics,
 // numerics (float32 vs float64, rows with mean 1e4) and every error case.
@@ -431,7 +431,7 @@ TEST_CASE("batch_norm on (N, C) inside a parallel region: all rows are used") {
 
 TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {
   // The E > 1 layout (runs of H * W elements per channel) in float lanes: xhat must not lose
-  // the digits of a large mean (see FloatCentre in norm.cpp).
+  // the digits of a large mean (see FloatCentre in norm_kernels.h).
   Generator gen(72);
   const Tensor x32 = add(randn({4, 4, 9, 9}, DType::f64, &gen), 1e4).to(DType::f32);
   const Tensor dy = randn({4, 4, 9, 9}, DType::f64, &gen);

@@ -31,7 +31,7 @@ namespace {
 // The same backward with differentiable ops, used under create_graph (second-order
 // gradients). The statistics are recomputed from x with ops, so that their dependence on x
 // is part of the new graph; differentiating this expression gives the exact second
-// derivative. Same formula as backward_kernel, on the 5-d view.
+// derivative. Same formula as plain_backward (norm_plain.cpp), on the 5-d view.
 Grads backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight, const Tensor& bias,
                          const NormSpec& sp, double eps, bool batch_stats, const Tensor& mean_s,
                          const Tensor& rstd_s) {
