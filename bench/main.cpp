@@ -2,7 +2,9 @@
 // the identical work in LibTorch in the same process (same machine state, same OpenBLAS and
 // OPENBLAS_CORETYPE), at 1 and 2 threads; it prints median times and normgrad / LibTorch.
 //
-//   normgrad_bench [--threads 1,2] [--min-time SECONDS] [--peak-steps N] [--markdown FILE] [ROW ...]
+//   normgrad_bench [--threads 1,2] [--min-time SECONDS] [--peak-steps N] [--markdown FILE]
+//                  [--targets bench/targets.tsv] [ROW ...]
+// The targets each run is held to are the table bench/targets.tsv.
 //
 // ROW filters by row name:
 //   tiny_ops, matmul, bandwidth          framework overhead, GEMM, STREAM-like memory bandwidth
@@ -30,9 +32,12 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include "autograd/ops.h"
@@ -437,6 +442,31 @@ std::function<void()> torch_threads(int n) {
 
 }  // namespace
 
+// One line of bench/targets.tsv: what is checked (kind), on which row (and shape prefix), and
+// the limit. The table's header explains the kinds.
+struct Target {
+  std::string kind, row, shape;
+  double limit = 0;
+};
+std::vector<Target> read_targets(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(fmt::format("normgrad_bench: cannot read the targets table '{}'", path));
+  std::vector<Target> out;
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream fields(line);
+    Target t;
+    if (!(fields >> t.kind >> t.row >> t.shape >> t.limit) ||
+        (t.kind != "ratio" && t.kind != "bandwidth" && t.kind != "reference" && t.kind != "peak_rss" && t.kind != "speedup"))
+      throw std::runtime_error(fmt::format("normgrad_bench: {}:{}: expected 'kind row shape limit' with kind one of "
+                                           "ratio, bandwidth, reference, peak_rss, speedup: got '{}'", path, line_no, line));
+    out.push_back(t);
+  }
+  return out;
+}
+
 int main(int argc, char** argv) {
   // Hidden: the child process of cnn_peak_rss.
   if (argc == 6 && std::strcmp(argv[1], "--peak-child") == 0)
@@ -445,29 +475,23 @@ int main(int argc, char** argv) {
   std::vector<int> thread_counts{1, 2};
   double min_time = 0.5;
   int peak_steps = 200;
-  std::string markdown;
+  std::string markdown, targets_path = NORMGRAD_BENCH_TARGETS;
   std::vector<std::string> only;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--threads" && i + 1 < argc) {
-      thread_counts.clear();
-      for (const char* p = argv[++i]; *p;) {
-        char* end = nullptr;
-        thread_counts.push_back(static_cast<int>(std::strtol(p, &end, 10)));
-        p = *end == ',' ? end + 1 : end;
-      }
-    } else if (a == "--min-time" && i + 1 < argc) {
-      min_time = std::atof(argv[++i]);
-    } else if (a == "--peak-steps" && i + 1 < argc) {
-      peak_steps = std::max(1, std::atoi(argv[++i]));
-    } else if (a == "--markdown" && i + 1 < argc) {
-      markdown = argv[++i];
-    } else if (a == "-h" || a == "--help") {
-      std::puts("normgrad_bench [--threads 1,2] [--min-time SECONDS] [--peak-steps N] [--markdown FILE] [ROW ...]");
-      return 0;
-    } else {
-      only.push_back(a);
-    }
+  CLI::App app{"normgrad's benchmark: each row in normgrad and, when built with LibTorch, in LibTorch (float32)"};
+  app.add_option("--threads", thread_counts, "thread counts to run, e.g. 1,2")->delimiter(',')->check(CLI::PositiveNumber);
+  app.add_option("--min-time", min_time, "seconds of repetitions per row and side")->check(CLI::NonNegativeNumber);
+  app.add_option("--peak-steps", peak_steps, "training steps of the cnn_peak_rss row")->check(CLI::PositiveNumber);
+  app.add_option("--markdown", markdown, "also write the results as a markdown table to this file");
+  app.add_option("--targets", targets_path, "the targets table (bench/targets.tsv)");
+  app.add_option("rows", only, "rows to run (default: all): tiny_ops matmul bandwidth bn2d_fb ln_fb gn_fb rms_fb "
+                               "cnn_step cnn_eval lnlstm_step lstm_step cnn_peak_rss");
+  CLI11_PARSE(app, argc, argv);
+  std::vector<Target> target_table;
+  try {
+    target_table = read_targets(targets_path);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}\n", e.what());
+    return 2;
   }
   auto wanted = [&](const std::string& name) {
     return only.empty() || std::find(only.begin(), only.end(), name) != only.end();
@@ -773,37 +797,38 @@ int main(int argc, char** argv) {
                  r->ratio_text(), v <= limit, detail);
     }
   };
-  ratio_target("cnn_step", "", 1.0);
-  ratio_target("cnn_eval", "", 1.0);
-  ratio_target("lnlstm_step", "", 0.6);
-  ratio_target("lstm_step", "", 0.6);
-  ratio_target("bn2d_fb", "(128,128,28,28)", 0.5);
-  ratio_target("bn2d_fb", "(64,64,14,14)", 1.0);
-  ratio_target("ln_fb", "(4096,1024)", 0.5);
-  ratio_target("ln_fb", "(1792,512)", 1.0);
-  ratio_target("gn_fb", "(64,64,14,14)", 1.0);
-  ratio_target("rms_fb", "(4096,1024)", 0.5);
-  ratio_target("tiny_ops", "", 0.25);
-  for (std::size_t k = 0; k < thread_counts.size(); ++k)
-    for (const auto& [name, shape] : {std::pair<std::string, std::string>{"bn2d_fb", "(128,128,28,28)"}, {"ln_fb", "(4096,1024)"}}) {
-      const Result* r = find(name, shape, thread_counts[k]);
-      if (!r || r->row->bytes <= 0 || bandwidth[k].triad <= 0) continue;
-      const double frac = r->row->bytes / r->ours / (bandwidth[k].triad * 1e9);
-      add_target(fmt::format("{} {} >= 50% of triad bandwidth", name, shape), r->threads, fmt::format("{:.0f}%", 100 * frac),
-                 frac >= 0.5, "");
+  // The table (bench/targets.tsv), one target at a time.
+  for (const Target& tg : target_table) {
+    const std::string shape = tg.shape == "-" ? "" : tg.shape;
+    if (tg.kind == "ratio") {
+      ratio_target(tg.row, shape, tg.limit);
+    } else if (tg.kind == "bandwidth") {
+      for (std::size_t k = 0; k < thread_counts.size(); ++k) {
+        const Result* r = find(tg.row, shape, thread_counts[k]);
+        if (!r || r->row->bytes <= 0 || bandwidth[k].triad <= 0) continue;
+        const double frac = r->row->bytes / r->ours / (bandwidth[k].triad * 1e9);
+        add_target(fmt::format("{} {} >= {:.0f}% of triad bandwidth", tg.row, shape, 100 * tg.limit), r->threads,
+                   fmt::format("{:.0f}%", 100 * frac), frac >= tg.limit, "");
+      }
+    } else if (tg.kind == "reference") {
+      for (const int t : thread_counts)
+        if (const Result* r = find(tg.row, shape, t); r && r->reference > 0) {
+          const double v = r->over_reference;
+          add_target(fmt::format("{} time <= {:.2f} x cblas_sgemm called directly", tg.row, tg.limit), t,
+                     fmt::format("{:.2f}", v), v <= tg.limit, "");
+        }
+    } else if (tg.kind == "peak_rss") {
+      for (const int t : thread_counts)
+        if (const Result* r = find(tg.row, shape, t); r && r->torch > 0)
+          add_target(fmt::format("{} <= {:.2f} x LibTorch's", tg.row, tg.limit), t,
+                     fmt::format("{:.1f} vs {:.1f} MiB", r->ours, r->torch), r->ours <= tg.limit * r->torch, "");
+    } else if (tg.kind == "speedup") {
+      if (const Result* two = find(tg.row, shape, 2); two && two->speedup > 0) {
+        const double v = two->speedup;
+        add_target(fmt::format("{}: 2 threads >= {:.1f}x faster than 1", tg.row, tg.limit), 2, fmt::format("{:.2f}x", v),
+                   v >= tg.limit, v < tg.limit ? fmt::format(" (by {:.2f}x)", tg.limit - v) : "");
+      }
     }
-  for (const int t : thread_counts)
-    if (const Result* r = find("matmul", "", t); r && r->reference > 0) {
-      const double v = r->over_reference;
-      add_target("matmul time <= 1.10 x cblas_sgemm called directly", t, fmt::format("{:.2f}", v), v <= 1.10, "");
-    }
-  for (const int t : thread_counts)
-    if (const Result* r = find("cnn_peak_rss", "", t); r && r->torch > 0)
-      add_target("cnn_peak_rss <= LibTorch's", t, fmt::format("{:.1f} vs {:.1f} MiB", r->ours, r->torch), r->ours <= r->torch, "");
-  if (const Result* two = find("cnn_step", "", 2); two && two->speedup > 0) {
-    const double v = two->speedup;
-    add_target("cnn_step: 2 threads >= 1.7x faster than 1", 2, fmt::format("{:.2f}x", v), v >= 1.7,
-               v < 1.7 ? fmt::format(" (by {:.2f}x)", 1.7 - v) : "");
   }
   fmt::print("\ntargets (issue 7) on this run:\n{}", targets);
 

@@ -5,12 +5,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "autograd/error.h"
+#include "io/file_check.h"
 
 namespace ng::io {
 namespace {
@@ -49,13 +49,7 @@ std::uint32_t big_endian_u32(const unsigned char* b) {
 }  // namespace
 
 IdxArray read_idx(const std::string& path, IdxReadOptions opt) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
-  if (!fs::exists(status)) fail<IOError>("read_idx: '{}': no such file", path);
-  if (!fs::is_regular_file(status)) fail<IOError>("read_idx: '{}': not a regular file", path);
-  const std::uint64_t file_size = fs::file_size(path, ec);
-  if (ec) fail<IOError>("read_idx: '{}': cannot read the file size: {}", path, ec.message());
+  const std::uint64_t file_size = detail::regular_file_size(path, "read_idx");
 
   gzFile f = gzopen(path.c_str(), "rb");
   if (!f) fail<IOError>("read_idx: '{}': cannot open: {}", path, std::strerror(errno));

@@ -21,6 +21,7 @@
 
 #include "autograd/error.h"
 #include "autograd/tape.h"
+#include "io/file_check.h"
 
 namespace ng::io {
 
@@ -273,13 +274,7 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 }
 
 SafetensorsContents load_safetensors(const std::string& path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const auto status = fs::status(path, ec);
-  if (!fs::exists(status)) fail<IOError>("load_safetensors: '{}': no such file", path);
-  if (!fs::is_regular_file(status)) fail<IOError>("load_safetensors: '{}': not a regular file", path);
-  const std::uint64_t file_size = fs::file_size(path, ec);
-  if (ec) fail<IOError>("load_safetensors: '{}': cannot read the file size: {}", path, ec.message());
+  const std::uint64_t file_size = detail::regular_file_size(path, "load_safetensors");
   if (file_size < 8)
     fail<IOError>("load_safetensors: '{}': truncated: {} bytes, shorter than the 8-byte header length", path,
                   file_size);

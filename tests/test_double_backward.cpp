@@ -13,6 +13,7 @@
 #include "autograd/functional.h"
 #include "layers/recurrent.h"
 #include "tests/helpers.h"
+#include "tests/op_table.h"
 
 using namespace ng;
 
@@ -46,58 +47,25 @@ using test::max_abs_diff;
 
 // ---- elementwise -------------------------------------------------------------------------
 
-TEST_CASE("double backward: unary math and activations") {
-  const std::vector<Unary> ops = {
-      {"neg", [](const Tensor& x) { return neg(x); }},
-      {"add_scalar", [](const Tensor& x) { return add(x, 1.5); }},
-      {"mul_scalar", [](const Tensor& x) { return mul(x, -2.5); }},
-      {"rsub_scalar", [](const Tensor& x) { return rsub(2.0, x); }},
-      {"rdiv_scalar", [](const Tensor& x) { return rdiv(2.0, x); }, true},
-      {"pow 3", [](const Tensor& x) { return pow(x, 3.0); }},
-      {"pow 2", [](const Tensor& x) { return pow(x, 2.0); }},
-      {"pow 1", [](const Tensor& x) { return pow(x, 1.0); }},
-      {"pow 0", [](const Tensor& x) { return pow(x, 0.0); }},
-      {"pow -1.5", [](const Tensor& x) { return pow(x, -1.5); }, true},
-      {"exp", [](const Tensor& x) { return exp(x); }},
-      {"log", [](const Tensor& x) { return log(x); }, true},
-      {"sqrt", [](const Tensor& x) { return sqrt(x); }, true},
-      {"rsqrt", [](const Tensor& x) { return rsqrt(x); }, true},
-      {"abs", [](const Tensor& x) { return abs(x); }},
-      {"clamp", [](const Tensor& x) { return clamp(x, -0.5, 0.7); }},
-      {"clamp lo only", [](const Tensor& x) { return clamp(x, 0.1, std::nullopt); }},
-      {"relu", [](const Tensor& x) { return relu(x); }},
-      {"leaky_relu", [](const Tensor& x) { return leaky_relu(x, 0.2); }},
-      {"sigmoid", [](const Tensor& x) { return sigmoid(x); }},
-      {"tanh", [](const Tensor& x) { return tanh(x); }},
-      {"gelu", [](const Tensor& x) { return gelu(x); }},
-      {"softplus", [](const Tensor& x) { return softplus(x); }},
-      {"softplus beta 2 threshold 1", [](const Tensor& x) { return softplus(x, 2.0, 1.0); }},
-      {"clone", [](const Tensor& x) { return x.clone(); }},
-      // linear only: squared, the first derivative would carry float32 rounding of x, which
-      // finite differences with eps = 1e-6 resolve as noise
-      {"cast through float32", [](const Tensor& x) { return cast(cast(x, DType::f32), DType::f64); }, false, false},
-  };
+TEST_CASE("double backward: unary math and activations (tests/op_table.h)") {
   std::uint64_t seed = 10;
-  for (const auto& u : ops) check_unary(u, seed++);
+  for (const test::UnaryOp& op : test::unary_ops()) {
+    if (!op.second_order) continue;
+    INFO(std::string(op.name));
+    const Tensor x = op.domain == test::Domain::positive ? test::rnd_pos({3, 5}, seed++) : test::rnd({3, 5}, seed++);
+    CHECK_GRADGRAD([&op](const std::vector<Tensor>& in) { return op.f(in[0]); }, {x});
+    if (op.first_order) CHECK_GRADGRAD([&op](const std::vector<Tensor>& in) { return sq(op.f(in[0])); }, {x});
+  }
 }
 
-TEST_CASE("double backward: binary elementwise ops, with broadcasting") {
-  using B = std::function<Tensor(const Tensor&, const Tensor&)>;
-  const std::vector<std::pair<const char*, B>> ops = {
-      {"add", [](const Tensor& a, const Tensor& b) { return add(a, b); }},
-      {"sub", [](const Tensor& a, const Tensor& b) { return sub(a, b); }},
-      {"mul", [](const Tensor& a, const Tensor& b) { return mul(a, b); }},
-      {"div", [](const Tensor& a, const Tensor& b) { return div(a, b); }},
-      {"pow", [](const Tensor& a, const Tensor& b) { return pow(a, b); }},
-      {"maximum", [](const Tensor& a, const Tensor& b) { return maximum(a, b); }},
-      {"minimum", [](const Tensor& a, const Tensor& b) { return minimum(a, b); }},
-      {"where", [](const Tensor& a, const Tensor& b) { return where(gt(a, full_like(a, 1.0)), a, b); }},
-  };
+TEST_CASE("double backward: binary elementwise ops, with broadcasting (tests/op_table.h)") {
   std::uint64_t seed = 40;
-  for (const auto& [name, f] : ops) {
-    INFO(std::string(name));
-    // Positive operands keep div and pow (a^b, log a) away from their poles.
+  for (const test::BinaryOp& op : test::binary_ops()) {
+    if (!op.second_order) continue;
+    INFO(std::string(op.name));
+    // Positive operands for every op keep div and pow (a^b, log a) away from their poles.
     Tensor a = test::rnd_pos({3, 5}, seed++), b = test::rnd_pos({5}, seed++), c = test::rnd_pos({3, 5}, seed++);
+    const auto& f = op.f;
     CHECK_GRADGRAD([&f](const std::vector<Tensor>& in) { return f(in[0], in[1]); }, {a, b});
     CHECK_GRADGRAD([&f](const std::vector<Tensor>& in) { return sq(f(in[0], in[1])); }, {a, c});
     CHECK_GRADGRAD([&f](const std::vector<Tensor>& in) { return mul(f(in[1], in[0]), in[0]); }, {a, b});

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "tests/helpers.h"
+#include "tests/op_table.h"
 
 using namespace ng;
 
@@ -190,72 +191,30 @@ TEST_CASE("elementwise: float32 matches float64 on a large (parallel) input") {
 
 // ---- gradients -------------------------------------------------------------------------------
 
-TEST_CASE("elementwise: gradcheck of every unary op and activation") {
-  Tensor x = test::rnd({3, 5}, 11);
-  Tensor p = test::rnd_pos({3, 5}, 12);
-  const std::vector<std::pair<const char*, Fn>> on_x = {
-      {"neg", [](const std::vector<Tensor>& v) { return neg(v[0]); }},
-      {"exp", [](const std::vector<Tensor>& v) { return exp(v[0]); }},
-      {"abs", [](const std::vector<Tensor>& v) { return abs(v[0]); }},
-      {"pow3", [](const std::vector<Tensor>& v) { return pow(v[0], 3.0); }},
-      {"pow2", [](const std::vector<Tensor>& v) { return pow(v[0], 2.0); }},
-      {"pow1", [](const std::vector<Tensor>& v) { return pow(v[0], 1.0); }},
-      {"pow0", [](const std::vector<Tensor>& v) { return pow(v[0], 0.0); }},
-      {"clamp", [](const std::vector<Tensor>& v) { return clamp(v[0], -0.5, 0.6); }},
-      {"clamp_lo", [](const std::vector<Tensor>& v) { return clamp(v[0], 0.1, std::nullopt); }},
-      {"relu", [](const std::vector<Tensor>& v) { return relu(v[0]); }},
-      {"leaky_relu", [](const std::vector<Tensor>& v) { return leaky_relu(v[0], 0.2); }},
-      {"sigmoid", [](const std::vector<Tensor>& v) { return sigmoid(v[0]); }},
-      {"tanh", [](const std::vector<Tensor>& v) { return tanh(v[0]); }},
-      {"gelu", [](const std::vector<Tensor>& v) { return gelu(v[0]); }},
-      {"softplus", [](const std::vector<Tensor>& v) { return softplus(v[0]); }},
-      {"softplus_beta", [](const std::vector<Tensor>& v) { return softplus(mul(v[0], 10.0), 3.0, 20.0); }},
-      {"add_scalar", [](const std::vector<Tensor>& v) { return add(v[0], 2.0); }},
-      {"mul_scalar", [](const std::vector<Tensor>& v) { return mul(v[0], -3.0); }},
-      {"rsub", [](const std::vector<Tensor>& v) { return rsub(2.0, v[0]); }},
-      {"operators", [](const std::vector<Tensor>& v) { return (2.0 - v[0]) * 3.0 + (v[0] / 4.0 - 1.0) + (-v[0]); }},
-  };
-  for (const auto& [name, fn] : on_x) {
-    CAPTURE(std::string(name));
-    CHECK_GRADCHECK(gradcheck(fn, {x}));
-  }
-  const std::vector<std::pair<const char*, Fn>> on_pos = {
-      {"log", [](const std::vector<Tensor>& v) { return log(v[0]); }},
-      {"sqrt", [](const std::vector<Tensor>& v) { return sqrt(v[0]); }},
-      {"rsqrt", [](const std::vector<Tensor>& v) { return rsqrt(v[0]); }},
-      {"pow_half", [](const std::vector<Tensor>& v) { return pow(v[0], 0.5); }},
-      {"pow_neg", [](const std::vector<Tensor>& v) { return pow(v[0], -1.5); }},
-      {"rdiv", [](const std::vector<Tensor>& v) { return rdiv(2.0, v[0]); }},
-      {"scalar_div_op", [](const std::vector<Tensor>& v) { return 3.0 / v[0]; }},
-  };
-  for (const auto& [name, fn] : on_pos) {
-    CAPTURE(std::string(name));
-    CHECK_GRADCHECK(gradcheck(fn, {p}));
+TEST_CASE("elementwise: gradcheck of every unary op and activation (tests/op_table.h)") {
+  std::uint64_t seed = 11;
+  for (const test::UnaryOp& op : test::unary_ops()) {
+    if (!op.first_order) continue;
+    CAPTURE(std::string(op.name));
+    const Tensor x = op.domain == test::Domain::positive ? test::rnd_pos({3, 5}, ++seed) : test::rnd({3, 5}, ++seed);
+    CHECK_GRADCHECK(gradcheck([&op](const std::vector<Tensor>& v) { return op.f(v[0]); }, {x}));
   }
 }
 
-TEST_CASE("elementwise: gradcheck of binary ops with broadcast shapes") {
-  const std::vector<std::pair<const char*, Fn>> ops = {
-      {"add", [](const std::vector<Tensor>& v) { return add(v[0], v[1]); }},
-      {"sub", [](const std::vector<Tensor>& v) { return sub(v[0], v[1]); }},
-      {"mul", [](const std::vector<Tensor>& v) { return mul(v[0], v[1]); }},
-      {"div", [](const std::vector<Tensor>& v) { return div(v[0], add(mul(v[1], v[1]), 0.5)); }},
-      {"maximum", [](const std::vector<Tensor>& v) { return maximum(v[0], v[1]); }},
-      {"minimum", [](const std::vector<Tensor>& v) { return minimum(v[0], v[1]); }},
-      {"pow", [](const std::vector<Tensor>& v) { return pow(add(mul(v[0], v[0]), 0.5), v[1]); }},
-      {"where", [](const std::vector<Tensor>& v) { return where(gt(v[0], v[1]), v[0], mul(v[1], 2.0)); }},
-      {"operators", [](const std::vector<Tensor>& v) { return v[0] * v[1] - v[1] / (v[0] * v[0] + 1.0) + v[0]; }},
-  };
+TEST_CASE("elementwise: gradcheck of binary ops with broadcast shapes (tests/op_table.h)") {
   const std::vector<std::pair<Shape, Shape>> shapes = {
       {{3, 1}, {1, 4}}, {{2, 3, 4}, {4}}, {{4}, {2, 3, 4}}, {{}, {3}}, {{3}, {}}, {{3, 5}, {3, 5}}};
   std::uint64_t seed = 20;
   for (const auto& [sa, sb] : shapes) {
-    Tensor a = test::rnd(sa, ++seed), b = test::rnd(sb, ++seed);
-    for (const auto& [name, fn] : ops) {
-      CAPTURE(std::string(name));
+    for (const test::BinaryOp& op : test::binary_ops()) {
+      if (!op.first_order) continue;
+      CAPTURE(std::string(op.name));
       CAPTURE(sa);
       CAPTURE(sb);
-      CHECK_GRADCHECK(gradcheck(fn, {a, b}));
+      const bool pos = op.domain == test::Domain::positive;
+      const Tensor a = pos ? test::rnd_pos(sa, ++seed) : test::rnd(sa, ++seed);
+      const Tensor b = pos ? test::rnd_pos(sb, ++seed) : test::rnd(sb, ++seed);
+      CHECK_GRADCHECK(gradcheck([&op](const std::vector<Tensor>& v) { return op.f(v[0], v[1]); }, {a, b}));
     }
   }
 }

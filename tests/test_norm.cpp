@@ -1,4 +1,4 @@
-// Tests of the normalization core (autograd/ops/norm.cpp) and its functional API:
+// Tests of the normalization op (autograd/ops/norm.cpp) and its functional API:
 // forward values against hand-worked numbers and independent loops, fused backward ==
 // composite-reference autograd == finite differences, double backward, running statistics,
 // numerics (float32 vs float64, rows with mean 1e4) and every error case.
@@ -431,7 +431,7 @@ TEST_CASE("batch_norm on (N, C) inside a parallel region: all rows are used") {
 
 TEST_CASE("batch_norm and group_norm: float32 maps with mean 1e4 match float64, forward and backward") {
   // The E > 1 layout (runs of H * W elements per channel) in float lanes: xhat must not lose
-  // the digits of a large mean (see FloatCentre in norm.cpp).
+  // the digits of a large mean (see FloatCentre in norm_kernels.h).
   Generator gen(72);
   const Tensor x32 = add(randn({4, 4, 9, 9}, DType::f64, &gen), 1e4).to(DType::f32);
   const Tensor dy = randn({4, 4, 9, 9}, DType::f64, &gen);
@@ -528,4 +528,26 @@ TEST_CASE("layer_norm, group_norm, instance_norm, rms_norm: errors") {
   CHECK_THROWS_WITH_AS(rms_norm(x, {5}, {}, 0.0), doctest::Contains("rms_norm: eps must be > 0"), ValueError);
   CHECK_THROWS_WITH_AS(normalize(x, NormSpec::layer(7, 5), {}, {}, 1e-5, "my_norm"),
                        doctest::Contains("my_norm: input of shape [2, 6, 5] does not fit"), ShapeError);
+}
+
+TEST_CASE("normalize: the core op checks what the functional API knows by construction") {
+  const Tensor x = test::rnd({2, 3, 4}, 1, false);
+  const NormSpec spec = NormSpec::layer(6, 4);
+  CHECK_THROWS_WITH_AS(normalize(x, NormSpec::layer(5, 4), {}, {}, 1e-5, "my_norm"),
+                       doctest::Contains("my_norm: input of shape [2, 3, 4] does not fit the normalization layout [A=1, R=5"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(normalize(x, spec, test::rnd({3}, 2), {}, 1e-5, "my_norm"),
+                       doctest::Contains("my_norm: weight must have 4 elements: expected 4 vs actual 3"), ShapeError);
+  CHECK_THROWS_WITH_AS(normalize(x, spec, {}, test::rnd({5}, 3), 1e-5, "my_norm"),
+                       doctest::Contains("my_norm: bias must have 4 elements"), ShapeError);
+  CHECK_THROWS_WITH_AS(normalize(x, spec, {}, {}, -1.0, "my_norm"), doctest::Contains("my_norm: eps must be"), ValueError);
+  CHECK_THROWS_WITH_AS(normalize(x, spec, ones({4}), {}, 1e-5, "my_norm"), doctest::Contains("my_norm: weight has dtype float32"),
+                       DTypeError);
+  CHECK_THROWS_WITH_AS(normalize(zeros({4, 0}, DType::f64), NormSpec::layer(4, 0), {}, {}, 1e-5, "my_norm"),
+                       doctest::Contains("my_norm: no elements to compute statistics over"), ValueError);
+  CHECK_THROWS_WITH_AS(normalize_with_stats(x, spec, zeros({5}, DType::f64), zeros({6}, DType::f64), {}, {}, 1e-5, "my_norm"),
+                       doctest::Contains("my_norm: given statistics must have 6 elements: expected [6] vs actual [5]"),
+                       ShapeError);
+  // Valid: the same numbers as layer_norm.
+  CHECK(max_abs_diff(normalize(x, spec, {}, {}, 1e-5, "my_norm"), layer_norm(x, Shape{4})) == 0.0);
 }
