@@ -16,6 +16,7 @@
 #include "dist/ddp.h"
 #include "dist/dist.h"
 #include "dist/sampler.h"
+#include "dist/sync_batch_norm.h"
 #include "examples/models.h"
 #include "optim/sgd.h"
 
@@ -243,13 +244,13 @@ namespace {
 // its share (rows [4 r, 4 r + 4)) through DistributedDataParallel. Returns the final
 // parameters and buffers.
 std::vector<Tensor> train_cnn(demo::Norm norm, bool data_parallel, bool sync_bn, int steps = 50) {
-  (void)sync_bn;
   constexpr std::int64_t kPerRank = 4;
   ng::Generator init(3);
   auto model = demo::fmnist_cnn(norm, &init);
   model->to(DType::f64);
   std::shared_ptr<ng::nn::Module> net = model;
-  if (data_parallel) net = std::make_shared<dist::DistributedDataParallel>(model);
+  if (data_parallel && sync_bn) net = dist::convert_sync_batchnorm(net);
+  if (data_parallel) net = std::make_shared<dist::DistributedDataParallel>(net);
   ng::optim::SGD opt(net->parameters(), {.lr = 0.02, .momentum = 0.9});
   const std::int64_t global = kPerRank * W();
   for (int step = 0; step < steps; ++step) {
@@ -302,6 +303,104 @@ TEST_CASE("dist: with per-rank BatchNorm, data-parallel training does not equal 
                         "difference {:.3g}",
                         W(), 4 * W(), diff));
   CHECK(diff > 1e-3);
+}
+
+TEST_CASE("dist: with SyncBatchNorm, data-parallel training equals one process again") {
+  const auto reference = train_cnn(demo::Norm::batch, false, false);
+  const auto ddp = train_cnn(demo::Norm::batch, true, true);
+  const double diff = max_rel_diff(ddp, reference);
+  if (R() == 0)
+    MESSAGE(fmt::format("BatchNorm CNN with SyncBatchNorm, {} ranks x 4 vs 1 process x {}: max relative parameter and "
+                        "running-statistics difference {:.3g}",
+                        W(), 4 * W(), diff));
+  CHECK(diff < 1e-10);
+}
+
+namespace {
+
+// SyncBatchNorm over the ranks, rank r holding counts[r] samples of x (N, C, H, W), against
+// BatchNorm in one process over all sum(counts) samples: output, input gradient, parameter
+// gradients (summed over the ranks: each rank's are local) and running statistics.
+void check_sync_bn_against_batch_norm(const std::vector<std::int64_t>& counts, double tol) {
+  REQUIRE(static_cast<int>(counts.size()) == W());
+  constexpr std::int64_t C = 3, H = 2, Wd = 3;
+  std::int64_t total = 0, first = 0;
+  for (int r = 0; r < W(); ++r) {
+    if (r == R()) first = total;
+    total += counts[static_cast<std::size_t>(r)];
+  }
+  const std::int64_t mine = counts[static_cast<std::size_t>(R())];
+  ng::Generator gen(11);  // the same data on every rank
+  Tensor x_all = ng::add(ng::mul(ng::randn({total, C, H, Wd}, DType::f64, &gen), ng::scalar(2.0, DType::f64)),
+                         ng::scalar(5.0, DType::f64));
+  Tensor proj = ng::randn({total, C, H, Wd}, DType::f64, &gen);  // loss = <y, proj>
+  auto opt = ng::nn::BatchNormOptions(C).momentum(0.3);
+  ng::nn::BatchNorm2d bn(opt);
+  ng::nn::SyncBatchNorm sbn(opt);
+  bn.to(DType::f64);
+  sbn.to(DType::f64);
+  for (auto* m : std::initializer_list<ng::nn::BatchNormBase*>{&bn, &sbn}) {
+    ng::NoGradGuard no_grad;
+    m->weight.copy_(ng::tensor({0.5, -1.5, 2.0}, {C}, DType::f64));
+    m->bias.copy_(ng::tensor({0.1, 0.2, -0.3}, {C}, DType::f64));
+  }
+  // Reference: one process, all samples (two steps, so the running statistics move twice).
+  Tensor xr = x_all.detach().clone().requires_grad_();
+  Tensor yr;
+  for (int step = 0; step < 2; ++step) {
+    yr = bn(xr);
+    if (step == 0) ng::sum(ng::mul(yr, proj)).backward();
+  }
+  // This rank's share.
+  Tensor xs = ng::slice(x_all, 0, first, first + mine).contiguous().requires_grad_();
+  Tensor ys;
+  for (int step = 0; step < 2; ++step) {
+    ys = sbn(xs);
+    if (step == 0) ng::sum(ng::mul(ys, ng::slice(proj, 0, first, first + mine))).backward();
+  }
+  CHECK(ys.shape() == Shape{mine, C, H, Wd});
+  if (mine > 0) {
+    CHECK(max_abs_diff(ys, ng::slice(yr, 0, first, first + mine)) < tol);
+    CHECK(max_abs_diff(xs.grad(), ng::slice(xr.grad(), 0, first, first + mine)) < tol);
+  }
+  for (auto [a, b] : {std::pair{sbn.weight, bn.weight}, std::pair{sbn.bias, bn.bias}}) {
+    Tensor g = a.grad().clone();
+    dist::all_reduce(g);
+    CHECK(max_abs_diff(g, b.grad()) < tol);
+  }
+  CHECK(max_abs_diff(sbn.running_mean, bn.running_mean) < tol);
+  CHECK(max_abs_diff(sbn.running_var, bn.running_var) < tol);
+  CHECK(sbn.num_batches_tracked.item() == 2);
+  // Running statistics identical (bit for bit) on every rank.
+  Tensor rv = dist::all_gather(sbn.running_var);
+  for (int r = 1; r < W(); ++r) CHECK(max_abs_diff(ng::select(rv, 0, r), ng::select(rv, 0, 0)) == 0.0);
+  // Eval mode is BatchNorm's eval: no communication, the running statistics.
+  sbn.eval();
+  bn.eval();
+  if (mine == 0) return;  // (BatchNorm's eval refuses an empty batch)
+  auto before = dist::world()->stats().collectives;
+  Tensor ye = sbn(xs.detach());
+  CHECK(dist::world()->stats().collectives == before);
+  CHECK(max_abs_diff(ye, ng::slice(bn(xr.detach()), 0, first, first + mine)) < tol);
+}
+
+}  // namespace
+
+TEST_CASE("dist: SyncBatchNorm over ranks x 16 samples equals BatchNorm over all of them") {
+  check_sync_bn_against_batch_norm(std::vector<std::int64_t>(static_cast<std::size_t>(W()), 16), 1e-12);
+}
+
+TEST_CASE("dist: SyncBatchNorm with uneven shards, one of them empty (3 + 5 + 0)") {
+  std::vector<std::int64_t> counts{3, 5, 0};
+  counts.resize(static_cast<std::size_t>(W()), 2);  // 2 ranks: 3 + 5; more than 3: 2 each beyond
+  check_sync_bn_against_batch_norm(counts, 1e-12);
+}
+
+TEST_CASE("dist: SyncBatchNorm with one value in all refuses on every rank") {
+  ng::nn::SyncBatchNorm sbn(2);
+  Tensor x = ng::zeros({R() == 0 ? 1 : 0, 2});
+  CHECK_THROWS_WITH_AS(sbn(x), doctest::Contains("expected more than 1 value per channel when training: got 1 over all"),
+                       ng::ValueError);
 }
 
 namespace {
