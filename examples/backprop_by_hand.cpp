@@ -3,10 +3,19 @@
 // For a small input x [N=4, C=2] in training mode, this program runs the forward pass as
 // in Ioffe & Szegedy 2015, Algorithm 1, then the backward equations of their Section 3
 // (dxhat, dvar, dmean, dx, dgamma, dbeta) with every intermediate printed, then the compact
-// form normgrad's fused kernel uses, and compares both with the library's backward
-// (ng::batch_norm + ng::grad). Exits with status 1 if they differ by more than 1e-10.
+// form normgrad's kernels use (autograd/ops/norm_plain.cpp), and compares both with the
+// library's backward (ng::batch_norm + ng::grad; on an (N, C) input that is column_backward in
+// autograd/ops/norm_columns.cpp).
+//
+// Then LayerNorm, where gamma differs along the elements of a statistic (one weight per
+// feature): dxhat = gamma * dy must go INSIDE the two means. The BatchNorm habit of taking
+// gamma out, dx = gamma * rstd * (dy - mean(dy) - xhat * mean(dy * xhat)), is printed too: it is
+// wrong for LayerNorm, and the program shows by how much. The library's LayerNorm backward is
+// row_backward (autograd/ops/norm_rows.cpp, E = 1 rows).
+// Exits with status 1 if the correct forms differ from the library by more than 1e-10.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -44,6 +53,66 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
   double m = 0;
   for (std::size_t c = 0; c < a.size(); ++c) m = std::max(m, std::abs(a[c] - b[c]));
   return m;
+}
+
+// LayerNorm over the D features of each of R rows, gamma and beta per feature: the compact
+// backward with gamma inside the means, the "gamma outside" mistake, and the library.
+// Returns the largest difference between the correct forms and ng::layer_norm's backward.
+double layer_norm_by_hand() {
+  constexpr int R = 2, D = 4;
+  const double x[R][D] = {{1.0, -2.0, 0.5, 3.0}, {0.2, 0.4, -1.0, 2.5}};
+  const double dy[R][D] = {{0.3, -0.1, 0.8, -0.4}, {-0.7, 0.4, 0.2, 0.9}};
+  const double gamma[D] = {1.5, -0.5, 2.0, 0.25}, beta[D] = {0.1, 0.2, -0.3, 0.0};
+  fmt::print("\n==== LayerNorm over D={} features of R={} rows: gamma differs along each statistic ====\n", D, R);
+  double dx[R][D], dx_outside[R][D], y[R][D], dgamma[D] = {}, dbeta[D] = {};
+  for (int r = 0; r < R; ++r) {
+    double mu = 0, var = 0;
+    for (int d = 0; d < D; ++d) mu += x[r][d] / D;
+    for (int d = 0; d < D; ++d) var += (x[r][d] - mu) * (x[r][d] - mu) / D;
+    const double rstd = 1.0 / std::sqrt(var + kEps);
+    double xhat[D], dxhat[D], mean_dxhat = 0, mean_dxhat_xhat = 0, mean_dy = 0, mean_dy_xhat = 0;
+    for (int d = 0; d < D; ++d) {
+      xhat[d] = (x[r][d] - mu) * rstd;
+      y[r][d] = gamma[d] * xhat[d] + beta[d];
+      dxhat[d] = dy[r][d] * gamma[d];  // gamma_d: a different weight for every element of the row
+      mean_dxhat += dxhat[d] / D;
+      mean_dxhat_xhat += dxhat[d] * xhat[d] / D;
+      mean_dy += dy[r][d] / D;
+      mean_dy_xhat += dy[r][d] * xhat[d] / D;
+      dgamma[d] += dy[r][d] * xhat[d];  // the parameter sums run over the rows
+      dbeta[d] += dy[r][d];
+    }
+    for (int d = 0; d < D; ++d) {
+      dx[r][d] = rstd * (dxhat[d] - mean_dxhat - xhat[d] * mean_dxhat_xhat);                     // gamma inside
+      dx_outside[r][d] = gamma[d] * rstd * (dy[r][d] - mean_dy - xhat[d] * mean_dy_xhat);  // BatchNorm's shortcut
+    }
+    fmt::print("row {}: mean(dxhat) = {:+.6f} (gamma inside)   gamma_d * mean(dy) = {:+.6f} .. {:+.6f} (gamma outside)\n", r,
+               mean_dxhat, gamma[0] * mean_dy, gamma[D - 1] * mean_dy);
+  }
+  std::vector<double> xv, dyv;
+  for (int r = 0; r < R; ++r)
+    for (int d = 0; d < D; ++d) xv.push_back(x[r][d]), dyv.push_back(dy[r][d]);
+  Tensor xt = from_vector(xv, {R, D}, DType::f64).requires_grad_();
+  Tensor gt = from_vector(std::vector<double>(gamma, gamma + D), {D}, DType::f64).requires_grad_();
+  Tensor bt = from_vector(std::vector<double>(beta, beta + D), {D}, DType::f64).requires_grad_();
+  const Tensor yt = layer_norm(xt, {D}, gt, bt, kEps);
+  const auto g = grad({yt}, {xt, gt, bt}, {from_vector(dyv, {R, D}, DType::f64)});
+  const auto dx_lib = g[0].to_vector(), y_lib = yt.to_vector(), dg_lib = g[1].to_vector(), db_lib = g[2].to_vector();
+  double err = 0, err_outside = 0;
+  fmt::print("{:<6} {:>12} {:>14} {:>16}\n", "(r,d)", "dx inside", "dx library", "dx outside");
+  for (int r = 0; r < R; ++r)
+    for (int d = 0; d < D; ++d) {
+      const auto i = static_cast<std::size_t>(r * D + d);
+      fmt::print("({},{})  {:>12.6f} {:>14.6f} {:>16.6f}\n", r, d, dx[r][d], dx_lib[i], dx_outside[r][d]);
+      err = std::max({err, std::abs(dx[r][d] - dx_lib[i]), std::abs(y[r][d] - y_lib[i])});
+      err_outside = std::max(err_outside, std::abs(dx_outside[r][d] - dx_lib[i]));
+    }
+  for (int d = 0; d < D; ++d)
+    err = std::max({err, std::abs(dgamma[d] - dg_lib[static_cast<std::size_t>(d)]),
+                    std::abs(dbeta[d] - db_lib[static_cast<std::size_t>(d)])});
+  fmt::print("max |gamma inside - library|  = {:.3e}   (ng::layer_norm's backward: row_backward)\n", err);
+  fmt::print("max |gamma outside - library| = {:.3e}   (wrong: gamma varies along the row)\n", err_outside);
+  return err;
 }
 
 }  // namespace
@@ -114,7 +183,7 @@ int main() {
   print_row("dgamma = sum dy * xhat", dgamma);
   print_row("dbeta = sum dy", dbeta);
 
-  // ---- the compact form (what autograd/ops/norm.cpp computes) ---------------------------------
+  // ---- the compact form (what the kernels compute, autograd/ops/norm_plain.cpp) ------------
   // Substituting dvar and dmu into dx and using (x_i - mu) = xhat_i / rstd:
   //   dx_i = rstd * (dxhat_i - mean_j dxhat_j - xhat_i * mean_j (dxhat_j xhat_j))
   fmt::print("\n-- backward, compact form: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) --\n");
@@ -143,7 +212,7 @@ int main() {
   const Tensor yt = batch_norm(xt, {}, {}, gt, bt, /*training=*/true, 0.1, kEps);
   const auto g = grad({yt}, {xt, gt, bt}, {from_vector(dyv, {N, C}, DType::f64)});
   const Grid dx_lib = to_grid(g[0]);
-  print_grid("dx (library, fused backward_kernel)", dx_lib);
+  print_grid("dx (library: ng::batch_norm's backward, column_backward for (N, C))", dx_lib);
   print_row("dgamma (library)", g[1].to_vector());
   print_row("dbeta (library)", g[2].to_vector());
 
@@ -163,11 +232,13 @@ int main() {
     fmt::print("channel {}: sum_i dx_i = {:+.1e}, sum_i dx_i * xhat_i = {:+.1e}\n", c, s, sx);
   }
 
-  const double worst = std::max({err_y, err_step, err_compact, err_params});
+  const double err_layer_norm = layer_norm_by_hand();
+  const double worst = std::max({err_y, err_step, err_compact, err_params, err_layer_norm});
   if (!(worst <= 1e-10)) {
     fmt::print("MISMATCH: {:.3e} > 1e-10\n", worst);
     return 1;
   }
-  fmt::print("OK: the step-by-step, compact and fused backwards agree (max difference {:.1e} <= 1e-10)\n", worst);
+  fmt::print("OK: BatchNorm's step-by-step, compact and library backwards agree, and LayerNorm's with gamma inside "
+             "the means (max difference {:.1e} <= 1e-10)\n", worst);
   return 0;
 }

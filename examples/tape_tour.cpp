@@ -1,10 +1,10 @@
 // How the tape records and replays: a worked example (see docs/autograd.md).
 // Builds a tiny computation, prints the tape listing, writes the graph as Graphviz DOT
-// (rendered to SVG when `dot` is installed), runs backward and prints the gradients.
+// with each tensor's value and gradient (rendered to SVG when Graphviz `dot` is installed), runs
+// backward and prints the gradients.
 #include <fmt/core.h>
 
-#include <cstdlib>
-#include <fstream>
+#include <vector>
 
 #include "autograd/graphviz.h"
 #include "autograd/ops.h"
@@ -22,10 +22,12 @@ int main() {
   Tensor y = sum(a * z);    // mul, sum recorded
   fmt::print("The tape after the forward pass (oldest first):\n{}\n", tape_summary());
 
-  const std::string dot = to_dot(y, {{"W", W}, {"b", b}});
-  std::ofstream("tape_tour.dot") << dot;
-  if (std::system("command -v dot >/dev/null 2>&1") == 0 &&
-      std::system("dot -Tsvg tape_tour.dot -o tape_tour.svg") == 0)
+  // The graph, drawn as micrograd's draw_dot does: each named tensor with its value and its
+  // gradient d y / d tensor (ng::grad w.r.t. intermediate tensors; the tape is kept for backward).
+  const std::vector<Tensor> g = grad({y}, {W, b, z, a}, {}, {.retain_graph = true});
+  const std::vector<DotLabel> labels = {{"W", W, g[0]}, {"b", b, g[1]}, {"z = x W", z, g[2]},
+                                        {"a = tanh(z + b)", a, g[3]}, {"y", y, ones({}, DType::f64)}};
+  if (write_graph(to_dot_with_values(y, labels), "tape_tour"))
     fmt::print("Wrote tape_tour.dot and tape_tour.svg\n");
   else
     fmt::print("Wrote tape_tour.dot (install graphviz to render it: dot -Tsvg tape_tour.dot -o tape_tour.svg)\n");

@@ -19,13 +19,8 @@ std::string LayerNorm::extra_repr() const {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) {
+  // The functional op checks the input against normalized_shape (validation happens once).
   const Shape& ns = opt_.normalized_shape();
-  bool ok = x.dim() >= ns.ndim();
-  for (int i = 0; ok && i < ns.ndim(); ++i)
-    ok = x.shape()[static_cast<std::size_t>(x.dim() - ns.ndim() + i)] == ns[static_cast<std::size_t>(i)];
-  if (!ok)
-    fail<ShapeError>("LayerNorm: the trailing dims of the input must equal normalized_shape: expected [*, {}] vs actual {}",
-                     fmt::join(ns.vec(), ", "), x.shape());
   return layer_norm(x, ns, weight, bias, opt_.eps());
 }
 

@@ -17,13 +17,8 @@ std::string RMSNorm::extra_repr() const {
 }
 
 Tensor RMSNorm::forward(const Tensor& x) {
+  // The functional op checks the input against normalized_shape (validation happens once).
   const Shape& ns = opt_.normalized_shape();
-  bool ok = x.dim() >= ns.ndim();
-  for (int i = 0; ok && i < ns.ndim(); ++i)
-    ok = x.shape()[static_cast<std::size_t>(x.dim() - ns.ndim() + i)] == ns[static_cast<std::size_t>(i)];
-  if (!ok)
-    fail<ShapeError>("RMSNorm: the trailing dims of the input must equal normalized_shape: expected [*, {}] vs actual {}",
-                     fmt::join(ns.vec(), ", "), x.shape());
   return rms_norm(x, ns, weight, opt_.eps());
 }
 

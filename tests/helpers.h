@@ -3,9 +3,14 @@
 #include <doctest/doctest.h>
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "autograd/gradcheck.h"
@@ -48,6 +53,45 @@ inline void check_values(const ng::Tensor& t, const std::vector<double>& expect,
   const auto v = t.to_vector();
   REQUIRE(v.size() == expect.size());
   for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == doctest::Approx(expect[i]).epsilon(tol));
+}
+
+// A fresh directory under the system temp dir, named after the test and the process, removed
+// with everything in it when the scope ends (also files a test made read-only, and files that
+// a test left open: removal errors are ignored). dir / "file" is the path of a file in it.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("normgrad_test_" + name + "_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string operator/(const std::string& file) const { return (path / file).string(); }
+};
+
+// Writes bytes to a file (binary, replacing it); the test fails if that does not work.
+inline void write_file(const std::string& path, std::string_view bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE_MESSAGE(f.good(), "cannot write ", path);
+}
+inline void write_file(const std::string& path, const std::vector<unsigned char>& bytes) {
+  write_file(path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+}
+// The whole file as bytes.
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  REQUIRE_MESSAGE(f.good(), "cannot read ", path);
+  std::string bytes(static_cast<std::size_t>(f.tellg()), '\0');
+  f.seekg(0);
+  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  return bytes;
 }
 
 // Max |t| over all elements.

@@ -1,10 +1,14 @@
 // The demos end to end: the README's CNN learns Fashion-MNIST, a run interrupted and resumed
 // from its checkpoint equals a run that never stopped (bit for bit), and a saved CNN loads
 // into a fresh one with identical outputs. The models and the training loop are the demos'
-// own (examples/models.h, examples/common.h).
+// own (examples/models.h, examples/common.h). The teaching programs (batchnorm_graph,
+// tape_tour, backprop_by_hand, hessian_power) are run as they are, each in a fresh directory.
 #include <doctest/doctest.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +20,7 @@
 #include "examples/models.h"
 #include "io/fashion_mnist.h"
 #include "optim/sgd.h"
+#include "tests/helpers.h"
 
 namespace {
 
@@ -215,3 +220,73 @@ TEST_CASE("fmnist_cnn demo: a saved CNN loads into a fresh one with identical ou
   CHECK(fresh->named_buffers().at(2).first == "1.num_batches_tracked");
   CHECK(fresh->named_buffers().at(2).second.item() == 3);
 }
+
+#ifdef NORMGRAD_EXAMPLES_BIN_DIR
+namespace {
+
+struct ProgramRun {
+  int status = -1;
+  std::string output;
+};
+// Runs an example program from the build's bin directory inside `dir`; stdout and stderr.
+ProgramRun run_example(const std::string& program, const test::TempDir& dir) {
+  const std::string cmd = "cd '" + dir.path.string() + "' && '" NORMGRAD_EXAMPLES_BIN_DIR "/" + program + "' 2>&1";
+  ProgramRun r;
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
+  const int raw = ::pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+bool has_dot() { return std::system("command -v dot >/dev/null 2>&1") == 0; }
+
+}  // namespace
+
+TEST_CASE("batchnorm_graph example: the node-by-node backward agrees with ng::grad and the fused op, and the graph is drawn") {
+  const test::TempDir dir("batchnorm_graph");
+  const ProgramRun r = run_example("batchnorm_graph", dir);
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK(r.output.find("OK: by hand, ng::grad node by node and the fused op agree") != std::string::npos);
+  for (const char* node : {"xmu", "sqrtvar", "ivar", "xhat", "gammax"}) CHECK(r.output.find(node) != std::string::npos);
+  const std::string dot = test::read_file(dir / "batchnorm_graph.dot");
+  CHECK(dot.rfind("digraph tape {", 0) == 0);
+  CHECK(dot.find("shape=record") != std::string::npos);  // nodes drawn with value and gradient
+  CHECK(dot.find("grad [4, 3]") != std::string::npos);
+  if (has_dot()) CHECK(fs::file_size(dir / "batchnorm_graph.svg") > 0);
+}
+
+TEST_CASE("tape_tour example: prints the tape and draws it with values and gradients") {
+  const test::TempDir dir("tape_tour");
+  const ProgramRun r = run_example("tape_tour", dir);
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK(r.output.find("The tape after the forward pass") != std::string::npos);
+  const std::string dot = test::read_file(dir / "tape_tour.dot");
+  CHECK(dot.find("a = tanh(z + b)") != std::string::npos);
+  if (has_dot()) CHECK(fs::file_size(dir / "tape_tour.svg") > 0);
+}
+
+TEST_CASE("backprop_by_hand example: BatchNorm by hand and LayerNorm with gamma inside the means match the library") {
+  const test::TempDir dir("backprop_by_hand");
+  const ProgramRun r = run_example("backprop_by_hand", dir);
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK(r.output.find("column_backward") != std::string::npos);  // names the path it runs
+  CHECK(r.output.find("max |gamma outside - library|") != std::string::npos);
+  CHECK(r.output.find("OK: BatchNorm's step-by-step") != std::string::npos);
+}
+
+TEST_CASE("hessian_power example: the top eigenvalue with and without BatchNorm, against 2 / lr") {
+  const test::TempDir dir("hessian_power");
+  const ProgramRun r = run_example("hessian_power", dir);
+  INFO(r.output);
+  CHECK(r.status == 0);
+  CHECK(r.output.find("==== with BatchNorm") != std::string::npos);
+  CHECK(r.output.find("==== without BatchNorm") != std::string::npos);
+  CHECK(r.output.find("2 / lr = 20.0") != std::string::npos);
+  CHECK(r.output.find("agree.") != std::string::npos);
+}
+#endif

@@ -15,25 +15,14 @@
 
 #include "io/fashion_mnist.h"
 #include "io/idx.h"
+#include "tests/helpers.h"
 
 namespace fs = std::filesystem;
 using ng::io::read_idx;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("normgrad_test_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
+using test::TempDir;
 
 std::vector<unsigned char> be32(std::uint32_t v) {
   return {static_cast<unsigned char>(v >> 24), static_cast<unsigned char>(v >> 16), static_cast<unsigned char>(v >> 8),
@@ -52,10 +41,7 @@ std::vector<unsigned char> idx_bytes(std::uint32_t magic, const std::vector<std:
   return out;
 }
 
-void write_plain(const std::string& path, const std::vector<unsigned char>& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-}
+void write_plain(const std::string& path, const std::vector<unsigned char>& bytes) { test::write_file(path, bytes); }
 
 void write_gz(const std::string& path, const std::vector<unsigned char>& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");

@@ -184,11 +184,12 @@ TEST_CASE("normalization docs: GroupNorm spans LayerNorm and InstanceNorm") {
   CHECK(max_abs_diff(rms_norm(x0, Shape{5}, {}, 1e-5), layer_norm(x0, Shape{5})) < 1e-12);
 }
 
-// docs/normalization.md points at lines of the code ("norm.cpp:396"). When the code moves,
+// docs/normalization.md points at lines of the code ("norm_plain.cpp:57", "norm.cpp:105": the
+// op and its kernels in autograd/ops/). When the code moves,
 // this test names the reference that went stale: each one is listed here with a piece of
 // the line it must land on (for a range "a-b": the first and the last line; a bare "}" must
 // match the whole line, indentation included). Update the page and this table together.
-TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points at its code") {
+TEST_CASE("normalization docs: every line reference into the norm op and its kernels points at its code") {
   struct Expect {
     const char* first;
     const char* last;  // for ranges
@@ -196,26 +197,41 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
   const std::map<std::string, Expect> refs = {
       {"norm.h:30-49", {"struct NormSpec {", "};"}},
       {"norm.h:40-48", {"static NormSpec batch(", "  }"}},  // the end of NormSpec::rms
-      {"norm.cpp:221-244", {"void moments_kernel(", "}"}},
-      {"norm.cpp:241-242", {"mean[s] = m.mean;", "var[s] = std::max(m.m2 / m.n, 0.0);"}},
-      {"norm.cpp:314", {"yr[k] = static_cast<T>(xhat *", nullptr}},
-      {"norm.cpp:330-335", {"const double scale = rstd[s]", "ye[e] = static_cast<T>("}},
-      {"norm.cpp:366-589", {"void backward_kernel(", "}"}},
-      {"norm.cpp:470-471", {"sum_dyhat += w * dyk;", "sum_dyhat_xhat += w * dyk * xhat;"}},
-      {"norm.cpp:473-474", {"dw_t[c] += dyk * xhat;", "db_t[c] += dyk;"}},
-      {"norm.cpp:506-507", {"sum_dyhat += w * sum_dy;", "sum_dyhat_xhat += w * sum_dy_xhat;"}},
-      {"norm.cpp:509-510", {"dw_t[c] += sum_dy_xhat;", "db_t[c] += sum_dy;"}},
-      {"norm.cpp:516", {"mean_dyhat = batch_stats && sp.subtract_mean", nullptr}},
-      {"norm.cpp:516-517", {"mean_dyhat = batch_stats && sp.subtract_mean", "mean_dyhat_xhat = batch_stats ?"}},
-      {"norm.cpp:555", {"dxr[k] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
-      {"norm.cpp:577", {"dxe[e] = static_cast<T>(r * (dyhat - mean_dyhat - xhat * mean_dyhat_xhat));", nullptr}},
-      {"norm.cpp:586-587", {"dweight[c] += dw_part", "dbias[c] += db_part"}},
-      {"norm.cpp:820-846", {"Grads backward_composite(", "}"}},
-      {"norm.cpp:902", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);  // eps inside the sqrt", nullptr}},
-      {"norm.cpp:910", {"return record(op,", nullptr}},
-      {"norm.cpp:978-1002", {"void update_running_stats(", "}"}},
-      {"norm.cpp:985", {"const double unbias =", nullptr}},
-      {"norm.cpp:1044", {"if (N * L == 1)", nullptr}},
+      {"norm_plain.cpp:57", {"rstd[s] = 1.0 / std::sqrt(var[s] + eps);  // eps inside the root", nullptr}},
+      {"norm.cpp:202-226", {"void update_running_stats(", "}"}},
+      {"norm.cpp:209", {"const double unbias =", nullptr}},
+      {"norm.cpp:272", {"if (N * L == 1)", nullptr}},
+      {"norm_plain.cpp:42-63", {"void plain_forward(", "}"}},
+      {"norm_plain.cpp:48-55", {"// mean = (1/n) sum x", "for (std::size_t s = 0; s < S; ++s) var[s] = m2[s] / n;"}},
+      {"norm_plain.cpp:61", {"y[i] = xh * weight_of(weight, c)", nullptr}},
+      {"norm_plain.cpp:65-99", {"void plain_backward(", "}"}},
+      {"norm_kernels.h:60", {"inline double xhat(double x, double mean, double rstd)", nullptr}},
+      {"norm_kernels.h:77-84", {"struct FloatCentre {", "};"}},
+      {"norm_kernels.h:89-91", {"inline T dx(T rstd,", "}"}},
+      {"norm_kernels.h:148", {"inline bool uses_columns(", nullptr}},
+      {"norm_rows.cpp:204-219", {"void row_forward(const T* x", "}"}},
+      {"norm_moments.cpp:146-169", {"void moments_kernel(const T* x", "}"}},
+      {"norm_moments.cpp:166-167", {"mean[s] = m.mean;", "var[s] = std::max(m.m2 / m.n, 0.0);"}},
+      {"norm_rows.cpp:216", {"rstd[s] = 1.0 / std::sqrt(std::max(var[s], 0.0) + eps);", nullptr}},
+      {"norm_rows.cpp:103", {"yr[k] = static_cast<T>(xh *", nullptr}},
+      {"norm_rows.cpp:119-124", {"const double scale = rstd[s]", "ye[e] = static_cast<T>("}},
+      {"norm.cpp:105", {"return record(op,", nullptr}},
+      {"norm_rows.cpp:224-386", {"void row_backward(const T* x", "}"}},
+      {"norm_columns.cpp:241-257", {"void column_backward(const T* x", "}"}},
+      {"norm_plain.cpp:81-82", {"if (dweight) dweight[c] += dy[i] * xh;", "if (dbias) dbias[c] += dy[i];"}},
+      {"norm_rows.cpp:331-332", {"dw_t[c] += dyk * xh;", "db_t[c] += dyk;"}},
+      {"norm_rows.cpp:367-368", {"dw_t[c] += sum_dy_xhat;", "db_t[c] += sum_dy;"}},
+      {"norm_rows.cpp:383-384", {"if (dweight) dweight[c] += dw_part", "if (dbias) dbias[c] += db_part"}},
+      {"norm_plain.cpp:79-80", {"sum_dxhat[s] += dxhat;", "sum_dxhat_xhat[s] += dxhat * xh;"}},
+      {"norm_rows.cpp:328-329", {"sum_dxhat += w * dyk;", "sum_dxhat_xhat += w * dyk * xh;"}},
+      {"norm_rows.cpp:364-365", {"sum_dxhat += w * sum_dy;", "sum_dxhat_xhat += w * sum_dy_xhat;"}},
+      {"norm_plain.cpp:90-91", {"if (batch_stats && sp.subtract_mean) mean_dxhat[s]", "if (batch_stats) mean_dxhat_xhat[s]"}},
+      {"norm_rows.cpp:374-375", {"const double mean_dxhat = batch_stats && sp.subtract_mean", "const double mean_dxhat_xhat = batch_stats ?"}},
+      {"norm_plain.cpp:97", {"dx[i] = norm_kernels::dx(", nullptr}},
+      {"norm_rows.cpp:172", {"dxr[k] = static_cast<T>(norm_kernels::dx(r, dxhat", nullptr}},
+      {"norm_rows.cpp:195", {"dxe[e] = static_cast<T>(norm_kernels::dx(r, dxhat", nullptr}},
+      {"norm_rows.cpp:374", {"const double mean_dxhat = batch_stats && sp.subtract_mean", nullptr}},
+      {"norm.cpp:35-61", {"Grads backward_composite(", "}"}},
   };
   const std::filesystem::path root = std::filesystem::path(__FILE__).parent_path().parent_path();
   auto lines_of = [&](const std::filesystem::path& p) {
@@ -225,8 +241,10 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
     for (std::string l; std::getline(in, l);) lines.push_back(l);
     return lines;
   };
-  const std::map<std::string, std::vector<std::string>> code = {{"norm.cpp", lines_of("autograd/ops/norm.cpp")},
-                                                                {"norm.h", lines_of("autograd/ops/norm.h")}};
+  std::map<std::string, std::vector<std::string>> code;
+  for (const char* f : {"norm.cpp", "norm.h", "norm_kernels.h", "norm_plain.cpp", "norm_moments.cpp", "norm_rows.cpp",
+                        "norm_columns.cpp"})
+    code[f] = lines_of(std::filesystem::path("autograd/ops") / f);
   std::stringstream doc;
   doc << std::ifstream(root / "docs/normalization.md").rdbuf();
   const std::string text = doc.str();
@@ -238,7 +256,7 @@ TEST_CASE("normalization docs: every norm.cpp and norm.h line reference points a
     return line.find(w) != std::string::npos;
   };
   std::set<std::string> seen;
-  const std::regex ref_re(R"((norm\.(?:cpp|h)):(\d+)(?:-(\d+))?)");
+  const std::regex ref_re(R"((norm(?:_[a-z]+)?\.(?:cpp|h)):(\d+)(?:-(\d+))?)");
   for (auto it = std::sregex_iterator(text.begin(), text.end(), ref_re); it != std::sregex_iterator(); ++it) {
     const std::smatch& m = *it;
     const std::string ref = m.str(0);

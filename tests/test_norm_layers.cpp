@@ -183,8 +183,8 @@ TEST_CASE("LayerNorm: forward, gradcheck, options and repr") {
   CHECK_GRADCHECK(gradcheck(plain, test::rnd({3, 5}, 9)));
 
   CHECK_THROWS_WITH_AS(ln(test::rnd({3, 5, 4}, 1, false)),
-                       doctest::Contains("LayerNorm: the trailing dims of the input must equal normalized_shape: expected "
-                                         "[*, 4, 5] vs actual [3, 5, 4]"),
+                       doctest::Contains("layer_norm: normalized_shape must equal the trailing dims of the input: "
+                                         "expected [*, 4, 5] vs input [3, 5, 4]"),
                        ShapeError);
   CHECK_THROWS_WITH_AS(LayerNorm(LayerNormOptions({5}).eps(-1)), doctest::Contains("LayerNorm: eps must be > 0"), ValueError);
 }
@@ -260,8 +260,8 @@ TEST_CASE("RMSNorm: default eps, forward, gradcheck, repr and errors") {
   CHECK(rms2.repr() == "RMSNorm((2, 5), eps=1e-06, elementwise_affine=False)");
   CHECK_GRADCHECK(gradcheck(rms2, test::rnd({3, 2, 5}, 19)));
   CHECK_THROWS_WITH_AS(rms(test::rnd({3, 4}, 1, false)),
-                       doctest::Contains("RMSNorm: the trailing dims of the input must equal normalized_shape: expected "
-                                         "[*, 5] vs actual [3, 4]"),
+                       doctest::Contains("rms_norm: normalized_shape must equal the trailing dims of the input: "
+                                         "expected [*, 5] vs input [3, 4]"),
                        ShapeError);
   CHECK_THROWS_WITH_AS(RMSNorm(RMSNormOptions({5}).eps(0.0)), doctest::Contains("RMSNorm: eps must be > 0"), ValueError);
 }

@@ -15,6 +15,7 @@
 #include "io/data_loader.h"
 #include "io/safetensors.h"
 #include "layers/module.h"
+#include "tests/helpers.h"
 
 namespace fs = std::filesystem;
 using ng::io::load_safetensors;
@@ -23,31 +24,10 @@ using ng::io::save_safetensors;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("normgrad_test_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::permissions(path, fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& f) const { return (path / f).string(); }
-};
+using test::TempDir;
 
-std::string read_bytes(const std::string& path) {
-  std::string bytes(fs::file_size(path), '\0');
-  std::ifstream f(path, std::ios::binary);
-  f.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  return bytes;
-}
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+std::string read_bytes(const std::string& path) { return test::read_file(path); }
+void write_bytes(const std::string& path, const std::string& bytes) { test::write_file(path, bytes); }
 std::string le64(std::uint64_t v) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[static_cast<std::size_t>(i)] = static_cast<char>((v >> (8 * i)) & 0xff);
