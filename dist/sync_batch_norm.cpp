@@ -1,12 +1,15 @@
-// SyncBatchNorm's op and module; the math is in the header. Kernels view x as (N, C, L)
-// (L = product of the trailing sizes): channel c's values are the N runs x[n, c, :] of L
-// contiguous elements. Accumulation is in double for float32 input, as in the norm core.
+// SyncBatchNorm's op and module; the math is in the header. The arithmetic is the norm core's
+// (autograd/ops/norm_kernels.h) on BatchNorm's view NormSpec::batch(N, C, L): moments per
+// process, Chan's merge across processes, the forward with the merged statistics given, the
+// backward's two sums per channel, then dx from their global values. This file adds only the
+// communication between those pieces.
 #include "dist/sync_batch_norm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
-#include "autograd/kernels.h"
+#include "autograd/ops/norm_kernels.h"
 #include "autograd/tape.h"
 #include "dist/dist.h"
 #include "layers/norm_util.h"
@@ -15,39 +18,46 @@ namespace ng::dist {
 
 namespace {
 
-struct Shape3 {
-  std::int64_t N, C, L;
-  bool big() const { return N * C * L > detail::kParallelGrain && C > 1; }
-};
+namespace nk = ng::norm_kernels;
 
-// Per channel: count, mean and m2 of this rank's values (two passes over each channel,
-// exact; a channel with no values gets 0, 0, 0). out is [3, C]: counts, means, m2s.
+// Per channel: count, mean and m2 of this rank's values into out = [3, C] (counts, means,
+// m2s); a rank without values contributes 0, 0, 0.
 template <class T>
-void local_moments(const T* x, Shape3 s, double* out) {
-  double* cnt = out;
-  double* mean = out + s.C;
-  double* m2 = out + 2 * s.C;
-#pragma omp parallel for schedule(static) if (s.big())
-  for (std::int64_t c = 0; c < s.C; ++c) {
-    const double n = static_cast<double>(s.N * s.L);
-    double sum = 0;
-    for (std::int64_t a = 0; a < s.N; ++a) {
-      const T* run = x + (a * s.C + c) * s.L;
-      for (std::int64_t l = 0; l < s.L; ++l) sum += static_cast<double>(run[l]);
-    }
-    const double mu = n > 0 ? sum / n : 0.0;
-    double ss = 0;
-    for (std::int64_t a = 0; a < s.N; ++a) {
-      const T* run = x + (a * s.C + c) * s.L;
-      for (std::int64_t l = 0; l < s.L; ++l) {
-        const double d = static_cast<double>(run[l]) - mu;
-        ss += d * d;
-      }
-    }
-    cnt[c] = n;
-    mean[c] = mu;
-    m2[c] = ss;
+void local_moments(const T* x, const NormSpec& sp, double* out) {
+  const std::int64_t C = sp.num_stats();
+  std::fill(out, out + 3 * C, 0.0);
+  if (sp.count() == 0) return;
+  double* mean = out + C;
+  double* m2 = out + 2 * C;
+  nk::moments(x, sp, mean, m2);  // m2 holds the biased variance ...
+  const auto n = static_cast<double>(sp.count());
+  for (std::int64_t c = 0; c < C; ++c) {
+    out[c] = n;
+    m2[c] *= n;  // ... and now m2 = var * n
   }
+}
+
+// y = (x - mean) * rstd * weight + bias with the given (merged) statistics.
+template <class T>
+void normalize_given(const T* x, const NormSpec& sp, const T* weight, const T* bias, double eps, double* mean,
+                     double* var, double* rstd, T* y) {
+  if (nk::uses_columns(sp)) {
+    for (std::int64_t c = 0; c < sp.num_stats(); ++c) rstd[c] = 1.0 / std::sqrt(var[c] + eps);
+    nk::column_normalize(x, sp, mean, rstd, weight, bias, y);
+  } else {
+    nk::row_forward(x, sp, weight, bias, eps, /*given_stats=*/true, mean, var, rstd, y);
+  }
+}
+
+// Per channel: sums[c] = sum dy, sums[C + c] = sum dy * xhat over this rank's values.
+template <class T>
+void backward_sums(const T* x, const T* dy, const NormSpec& sp, const double* mean, const double* rstd,
+                   double* sums) {
+  const std::int64_t C = sp.num_stats();
+  std::fill(sums, sums + 2 * C, 0.0);
+  if (sp.count() == 0) return;
+  if (nk::uses_columns(sp)) nk::column_backward_sums(x, dy, sp, mean, rstd, sums, sums + C);
+  else nk::row_backward<T>(x, dy, sp, mean, rstd, nullptr, true, nullptr, sums + C, sums);  // dweight, dbias sums
 }
 
 // What the backward needs besides x and weight: the global statistics.
@@ -74,52 +84,49 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
   if (x.dim() < 2) fail<ShapeError>("sync_batch_norm: expected an input (N, C, *) of at least 2 dims: got shape {}", x.shape());
   const DType d = x.dtype();
   if (!is_floating(d)) fail<DTypeError>("sync_batch_norm: expected a floating input (float32 or float64), got {}", d);
-  Shape3 s{x.size(0), x.size(1), 1};
-  for (int i = 2; i < x.dim(); ++i) s.L *= x.size(i);
-  check_vector(weight, "weight", s.C, d);
-  check_vector(bias, "bias", s.C, d);
+  const std::int64_t N = x.size(0), C = x.size(1);
+  std::int64_t L = 1;
+  for (int i = 2; i < x.dim(); ++i) L *= x.size(i);
+  check_vector(weight, "weight", C, d);
+  check_vector(bias, "bias", C, d);
   if (running_mean.defined() != running_var.defined())
     fail<ValueError>("sync_batch_norm: give both running_mean and running_var, or neither");
   for (const Tensor* t : {&running_mean, &running_var})
-    if (t->defined() && (t->numel() != s.C || !is_floating(t->dtype()) || !t->is_contiguous()))
+    if (t->defined() && (t->numel() != C || !is_floating(t->dtype()) || !t->is_contiguous()))
       fail<ShapeError>("sync_batch_norm: running statistics must be contiguous floating tensors of C = {} elements: "
                        "got shape {} {}",
-                       s.C, t->shape(), t->dtype());
+                       C, t->shape(), t->dtype());
   if (running_mean.defined() && !momentum && !num_batches_tracked.defined())
     fail<ValueError>("sync_batch_norm: momentum = None (cumulative average) needs num_batches_tracked");
   if (!(eps > 0)) fail<ValueError>("sync_batch_norm: eps must be > 0: got {}", eps);
 
   // Forward, 1: local moments, gathered from every rank, merged in rank order.
+  const NormSpec sp = NormSpec::batch(N, C, L);
   const Tensor xc = x.detach().contiguous();
-  Tensor local = empty({3, s.C}, DType::f64);
+  Tensor local = empty({3, C}, DType::f64);
   dispatch_float(d, "sync_batch_norm", [&](auto tag) {
     using T = decltype(tag);
-    local_moments<T>(xc.data<T>(), s, local.data<double>());
+    local_moments<T>(xc.data<T>(), sp, local.data<double>());
   });
   const Tensor all = group->all_gather(local);  // [R, 3, C]
   const double* g = all.data<double>();
   auto saved = std::make_shared<Saved>();
-  saved->mean.assign(static_cast<std::size_t>(s.C), 0.0);
-  saved->rstd.assign(static_cast<std::size_t>(s.C), 0.0);
-  std::vector<double> m2(static_cast<std::size_t>(s.C), 0.0);
+  const auto Cs = static_cast<std::size_t>(C);
+  saved->mean.assign(Cs, 0.0);
+  saved->rstd.assign(Cs, 0.0);
+  std::vector<double> m2(Cs, 0.0), var(Cs, 0.0);
   double n_total = 0;
-  for (std::int64_t c = 0; c < s.C; ++c) {
-    double n = 0, mean = 0, acc = 0;
+  for (std::int64_t c = 0; c < C; ++c) {
+    nk::Moments acc;
     for (int r = 0; r < group->size(); ++r) {
-      const double* part = g + r * 3 * s.C;
-      const double nb = part[c], mb = part[s.C + c], m2b = part[2 * s.C + c];
-      if (nb == 0) continue;
-      // Chan, Golub & LeVeque: delta = mean_b - mean_a; mean += delta nb / n; m2 += m2b + delta^2 na nb / n.
-      const double nn = n + nb, delta = mb - mean;
-      mean += delta * nb / nn;
-      acc += m2b + delta * delta * n * nb / nn;
-      n = nn;
+      const double* part = g + r * 3 * C;
+      if (part[c] > 0) nk::merge(acc, {part[c], part[C + c], part[2 * C + c]});  // Chan, Golub & LeVeque
     }
     const auto i = static_cast<std::size_t>(c);
-    saved->mean[i] = mean;
-    m2[i] = acc;
-    saved->rstd[i] = 1.0 / std::sqrt(acc / std::max(n, 1.0) + eps);
-    n_total = n;
+    saved->mean[i] = acc.mean;
+    m2[i] = acc.m2;
+    var[i] = acc.n > 0 ? acc.m2 / acc.n : 0.0;  // biased, for normalizing
+    n_total = acc.n;
   }
   if (n_total <= 1)
     fail<ValueError>("SyncBatchNorm: expected more than 1 value per channel when training: got {} over all {} ranks "
@@ -127,24 +134,17 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
                      n_total, group->size(), x.shape());
   saved->n = n_total;
 
-  // Forward, 2: y = (x - mean) * rstd * weight + bias.
+  // Forward, 2: y = (x - mean) * rstd * weight + bias with the merged statistics.
   Tensor y = empty(x.shape(), d);
   dispatch_float(d, "sync_batch_norm", [&](auto tag) {
     using T = decltype(tag);
-    const T* px = xc.data<T>();
-    T* py = y.data<T>();
     const T* pw = weight.defined() ? weight.data<T>() : nullptr;
     const T* pb = bias.defined() ? bias.data<T>() : nullptr;
-#pragma omp parallel for schedule(static) if (s.big())
-    for (std::int64_t c = 0; c < s.C; ++c) {
-      const auto i = static_cast<std::size_t>(c);
-      const double scale = saved->rstd[i] * (pw ? static_cast<double>(pw[c]) : 1.0);
-      const double shift = (pb ? static_cast<double>(pb[c]) : 0.0) - saved->mean[i] * scale;
-      for (std::int64_t a = 0; a < s.N; ++a) {
-        const std::int64_t o = (a * s.C + c) * s.L;
-        for (std::int64_t l = 0; l < s.L; ++l) py[o + l] = static_cast<T>(static_cast<double>(px[o + l]) * scale + shift);
-      }
-    }
+    if (sp.count() > 0)
+      normalize_given<T>(xc.data<T>(), sp, pw, pb, eps, saved->mean.data(), var.data(), saved->rstd.data(),
+                         y.data<T>());
+    else
+      for (std::size_t i = 0; i < Cs; ++i) saved->rstd[i] = 1.0 / std::sqrt(var[i] + eps);
   });
 
   // Running statistics: the same global numbers on every rank.
@@ -161,7 +161,7 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
       using T = decltype(tag);
       T* rm = running_mean.data<T>();
       T* rv = running_var.data<T>();
-      for (std::int64_t c = 0; c < s.C; ++c) {
+      for (std::int64_t c = 0; c < C; ++c) {
         const auto i = static_cast<std::size_t>(c);
         rm[c] = static_cast<T>((1 - f) * static_cast<double>(rm[c]) + f * saved->mean[i]);
         rv[c] = static_cast<T>((1 - f) * static_cast<double>(rv[c]) + f * m2[i] / n_total * unbias);
@@ -171,71 +171,54 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
 
   return record(
       "sync_batch_norm", {x, weight, bias}, y,
-      [xc, weight, defined_b = bias.defined(), saved, s, group](BackwardContext& ctx, const Tensor& dy_in) -> Grads {
+      [xc, weight, defined_b = bias.defined(), saved, sp, group](BackwardContext& ctx, const Tensor& dy_in) -> Grads {
         if (ctx.create_graph())
           fail<AutogradError>("sync_batch_norm: double backward (create_graph) is not implemented for the "
                               "communicating op; with one process SyncBatchNorm is BatchNorm, which has it");
         const Tensor dy = dy_in.contiguous();
         const DType dt = xc.dtype();
-        // Backward, 1: local sums per channel, then their sums over the ranks.
-        Tensor sums = empty({2, s.C}, DType::f64);  // [sum dy ; sum dy * xhat]
+        const std::int64_t nc = sp.num_stats();  // channels
+        const double* mean = saved->mean.data();
+        const double* rstd = saved->rstd.data();
+        // Backward, 1: this rank's sum dy and sum dy * xhat per channel, then their sums over the ranks.
+        Tensor sums = empty({2, nc}, DType::f64);
         dispatch_float(dt, "sync_batch_norm", [&](auto tag) {
           using T = decltype(tag);
-          const T* px = xc.data<T>();
-          const T* pdy = dy.data<T>();
-          double* sdy = sums.data<double>();
-          double* sdyx = sdy + s.C;
-#pragma omp parallel for schedule(static) if (s.big())
-          for (std::int64_t c = 0; c < s.C; ++c) {
-            const auto i = static_cast<std::size_t>(c);
-            const double mu = saved->mean[i], rs = saved->rstd[i];
-            double a1 = 0, a2 = 0;
-            for (std::int64_t a = 0; a < s.N; ++a) {
-              const std::int64_t o = (a * s.C + c) * s.L;
-              for (std::int64_t l = 0; l < s.L; ++l) {
-                const double gy = static_cast<double>(pdy[o + l]);
-                a1 += gy;
-                a2 += gy * (static_cast<double>(px[o + l]) - mu) * rs;
-              }
-            }
-            sdy[c] = a1;
-            sdyx[c] = a2;
-          }
+          backward_sums<T>(xc.data<T>(), dy.data<T>(), sp, mean, rstd, sums.data<double>());
         });
-        Tensor mine = sums.clone();  // the parameter gradients stay local
+        Tensor mine = sums.clone();  // the parameter gradients stay local (DDP averages them)
         group->all_reduce(sums, ReduceOp::sum);
-        // Backward, 2: dx = weight * rstd / n * (n dy - SUM_dy - xhat SUM_dy_xhat).
+        // Backward, 2: dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) with dxhat =
+        // dy * weight and the global means: mean(dxhat) = weight * SUM dy / n, mean(dxhat * xhat)
+        // = weight * SUM dy * xhat / n.
         Tensor dx = empty(xc.shape(), dt);
         Tensor dw, db;
         dispatch_float(dt, "sync_batch_norm", [&](auto tag) {
           using T = decltype(tag);
-          const T* px = xc.data<T>();
-          const T* pdy = dy.data<T>();
           const T* pw = weight.defined() ? weight.data<T>() : nullptr;
-          T* pdx = dx.data<T>();
           const double* S = sums.data<double>();
-          const double n = saved->n;
-#pragma omp parallel for schedule(static) if (s.big())
-          for (std::int64_t c = 0; c < s.C; ++c) {
-            const auto i = static_cast<std::size_t>(c);
-            const double mu = saved->mean[i], rs = saved->rstd[i];
-            const double k = (pw ? static_cast<double>(pw[c]) : 1.0) * rs / n;
-            const double s_dy = S[c], s_dyx = S[s.C + c];
-            for (std::int64_t a = 0; a < s.N; ++a) {
-              const std::int64_t o = (a * s.C + c) * s.L;
-              for (std::int64_t l = 0; l < s.L; ++l) {
-                const double xhat = (static_cast<double>(px[o + l]) - mu) * rs;
-                pdx[o + l] = static_cast<T>(k * (n * static_cast<double>(pdy[o + l]) - s_dy - xhat * s_dyx));
-              }
-            }
+          std::vector<double> mean_dxhat(static_cast<std::size_t>(nc)), mean_dxhat_xhat(mean_dxhat.size());
+          for (std::int64_t c = 0; c < nc; ++c) {
+            const double w = pw ? static_cast<double>(pw[c]) : 1.0;
+            mean_dxhat[static_cast<std::size_t>(c)] = w * S[c] / saved->n;
+            mean_dxhat_xhat[static_cast<std::size_t>(c)] = w * S[nc + c] / saved->n;
           }
+          if (sp.count() > 0) {
+            if (nk::uses_columns(sp))
+              nk::column_dx(xc.data<T>(), dy.data<T>(), sp, mean, rstd, pw, mean_dxhat.data(), mean_dxhat_xhat.data(),
+                            dx.data<T>());
+            else
+              nk::row_dx(xc.data<T>(), dy.data<T>(), sp, mean, rstd, pw, mean_dxhat.data(), mean_dxhat_xhat.data(),
+                         dx.data<T>());
+          }
+          const double* own = mine.data<double>();
           if (weight.defined()) {
-            dw = empty({s.C}, dt);
-            for (std::int64_t c = 0; c < s.C; ++c) dw.data<T>()[c] = static_cast<T>(mine.data<double>()[s.C + c]);
+            dw = empty({nc}, dt);
+            for (std::int64_t c = 0; c < nc; ++c) dw.data<T>()[c] = static_cast<T>(own[nc + c]);
           }
           if (defined_b) {
-            db = empty({s.C}, dt);
-            for (std::int64_t c = 0; c < s.C; ++c) db.data<T>()[c] = static_cast<T>(mine.data<double>()[c]);
+            db = empty({nc}, dt);
+            for (std::int64_t c = 0; c < nc; ++c) db.data<T>()[c] = static_cast<T>(own[c]);
           }
         });
         return {dx, dw, db};
