@@ -15,6 +15,35 @@ char* bytes_of(const Tensor& t) {
   return static_cast<char*>(t.impl().storage->data) + static_cast<std::size_t>(t.offset()) * dtype_size(t.dtype());
 }
 
+// Broadcasts rank 0's values of these tensors: one message per dtype (the tensors of a dtype
+// are packed into one flat buffer), not one per tensor: latency is paid per message.
+void broadcast_coalesced(ProcessGroup& group, const std::vector<Tensor>& tensors) {
+  for (DType d : {DType::f32, DType::f64, DType::i64}) {
+    std::int64_t numel = 0;
+    for (const Tensor& t : tensors)
+      if (t.dtype() == d) {
+        if (!t.is_contiguous())
+          fail<ValueError>("DistributedDataParallel: parameters and buffers must be contiguous (shape {})", t.shape());
+        numel += t.numel();
+      }
+    if (numel == 0) continue;
+    Tensor flat = empty(Shape{numel}, d);
+    std::size_t at = 0;
+    for (const Tensor& t : tensors)
+      if (t.dtype() == d) {
+        std::memcpy(bytes_of(flat) + at, bytes_of(t), nbytes(t));
+        at += nbytes(t);
+      }
+    group.broadcast(flat, 0);
+    at = 0;
+    for (const Tensor& t : tensors)
+      if (t.dtype() == d) {
+        std::memcpy(bytes_of(t), bytes_of(flat) + at, nbytes(t));
+        at += nbytes(t);
+      }
+  }
+}
+
 }  // namespace
 
 DistributedDataParallel::DistributedDataParallel(nn::ModulePtr module, DistributedDataParallelOptions opt)
@@ -26,11 +55,9 @@ DistributedDataParallel::DistributedDataParallel(nn::ModulePtr module, Distribut
   if (!group_) group_ = std::make_shared<LocalGroup>();
   add_child("module", module_);
   // Every replica starts from rank 0's state.
-  NoGradGuard no_grad;
-  for (auto& [name, t] : module_->state_dict()) {
-    Tensor data = t.detach();
-    group_->broadcast(data, 0);
-  }
+  std::vector<Tensor> state;
+  for (auto& [name, t] : module_->state_dict()) state.push_back(t);
+  broadcast_coalesced(*group_, state);
   build_buckets();
 }
 
@@ -65,13 +92,7 @@ std::int64_t DistributedDataParallel::bytes_per_sync() const {
 }
 
 Tensor DistributedDataParallel::forward(const Tensor& x) {
-  if (is_training() && opt_.broadcast_buffers && group_->size() > 1) {
-    NoGradGuard no_grad;
-    for (Tensor& b : module_->buffers()) {
-      Tensor data = b.detach();
-      group_->broadcast(data, 0);
-    }
-  }
+  if (is_training() && opt_.broadcast_buffers && group_->size() > 1) broadcast_coalesced(*group_, module_->buffers());
   Tensor out = module_->forward(x);
   if (!require_sync_ || !out.requires_grad()) return out;
   // The marker: an identity whose backward queues the gradient average for the end of the

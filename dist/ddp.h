@@ -13,7 +13,8 @@
 //  * Construction: rank 0's parameters and buffers are broadcast to every rank, so replicas
 //    start identical whatever their seeds.
 //  * forward(x) (training): if broadcast_buffers, rank 0's buffers (BatchNorm running
-//    statistics) are broadcast first, as PyTorch does. The output carries a marker op; when a
+//    statistics) are broadcast first, as PyTorch does. Broadcasts are coalesced: one message
+//    per dtype (float32 statistics, int64 counters), not one per tensor. The output carries a marker op; when a
 //    backward reaches it, it queues a callback (ng::queue_callback) that runs when that
 //    backward has finished, and averages the gradients.
 //  * The average: the parameters that require grad are put, in reverse registration order

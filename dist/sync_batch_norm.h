@@ -8,7 +8,7 @@
 //
 // The math (Ioffe & Szegedy 2015, Alg. 1; moments merged as Chan, Golub & LeVeque 1979).
 // x is (N_r, C, *) on rank r; per channel c and rank r, over its n_r = N_r * prod(*) values:
-//   forward   local   n_r, mean_r, m2_r (sum of squared deviations, two-pass in double)
+//   forward   local   n_r, mean_r, m2_r (sum of squared deviations; the norm core's moments)
 //             all_gather [3, C] -> merge ranks 0..R-1 in order (Chan): n, mean, m2; n_r = 0 is
 //             allowed (the rank adds nothing); n <= 1 is the BatchNorm error on every rank
 //             var = m2 / n (biased), rstd = 1 / sqrt(var + eps), xhat = (x - mean) * rstd
