@@ -19,6 +19,7 @@ struct Tape {
   std::uint64_t next_seq = 0;
   std::size_t compact_at = 1024;
   int in_backward = 0;  // no compaction while a backward walks the vector
+  std::vector<std::function<void()>> callbacks;  // queue_callback: run when the outermost backward ends
 
   void compact() {
     std::erase_if(nodes, [](const std::weak_ptr<Node>& w) {
@@ -207,6 +208,21 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
       if (compact && tp.in_backward == 0) tp.compact();
     }
   } exit{tp, !opt.retain_graph};
+  // Callbacks queued by backward functions run after the outermost walk completes; if it
+  // throws, they are dropped (the gradients they would have finished are incomplete).
+  struct Callbacks {
+    Tape& tp;
+    bool outermost;
+    ~Callbacks() {
+      if (outermost) tp.callbacks.clear();
+    }
+    void run() {
+      if (!outermost) return;
+      auto fns = std::move(tp.callbacks);
+      tp.callbacks.clear();
+      for (auto& f : fns) f();
+    }
+  } callbacks{tp, tp.in_backward == 1};
 
   // Reverse walk. Nodes appended during the walk (create_graph) lie beyond `end` and are skipped.
   const std::size_t end = tp.nodes.size();
@@ -257,6 +273,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& r
       node->released = true;
     }
   }
+  callbacks.run();
 }
 
 Tensor default_root_grad(const Tensor& root, const char* who) {
@@ -268,6 +285,13 @@ Tensor default_root_grad(const Tensor& root, const char* who) {
 }
 
 }  // namespace
+
+void queue_callback(std::function<void()> fn) {
+  Tape& tp = tape();
+  if (tp.in_backward == 0)
+    fail<AutogradError>("queue_callback: called outside a backward pass (only backward functions may queue callbacks)");
+  tp.callbacks.push_back(std::move(fn));
+}
 
 void backward(const Tensor& root, const Tensor& grad, BackwardOptions opt) {
   Tensor g = grad.defined() ? grad : default_root_grad(root, "backward");

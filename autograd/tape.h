@@ -174,6 +174,13 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
                          const std::vector<Tensor>& grad_outputs = {}, BackwardOptions opt = {},
                          bool allow_unused = false);
 
+// Called from inside a backward function: runs fn once the outermost backward() (or grad())
+// running on this thread has finished its walk, after every gradient has reached its leaf
+// (torch's Variable._execution_engine.queue_callback). DistributedDataParallel averages the
+// gradients across processes this way. If the backward throws, queued callbacks are dropped.
+// Outside a backward: AutogradError.
+void queue_callback(std::function<void()> fn);
+
 // ---- inspecting the tape ---------------------------------------------------------------
 struct TapeEntry {
   std::uint64_t seq;

@@ -25,6 +25,17 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   children_.emplace_back(name, std::move(m));
 }
 
+void Module::replace_child(const std::string& name, std::shared_ptr<Module> m) {
+  if (!m) fail<ValueError>("{}: replacement for child module '{}' is null", type_name(), name);
+  for (auto& [n, c] : children_)
+    if (n == name) {
+      c = m;
+      child_replaced(name, m);
+      return;
+    }
+  fail<ValueError>("{}: no child module named '{}'", type_name(), name);
+}
+
 void Module::replace_tensor(const std::string& name, Tensor t) {
   for (auto* list : {&params_, &buffers_})
     for (auto& [n, v] : *list)
@@ -163,6 +174,10 @@ Sequential::Sequential(std::vector<ModulePtr> layers) {
 void Sequential::push_back(ModulePtr m) {
   add_child(std::to_string(layers_.size()), m);
   layers_.push_back(std::move(m));
+}
+
+void Sequential::child_replaced(const std::string& name, const std::shared_ptr<Module>& m) {
+  layers_.at(std::stoul(name)) = m;  // children are named "0", "1", ... after their index
 }
 
 Tensor Sequential::forward(const Tensor& x) {

@@ -41,6 +41,10 @@ class Module {
   std::vector<Tensor> buffers(bool recurse = true) const;
   NamedTensors named_buffers(bool recurse = true) const;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_children() const { return children_; }
+  // Puts m in the place of the child registered as `name` (same name; used by
+  // dist::convert_sync_batchnorm). A module that also keeps its own pointer to that child
+  // updates it in child_replaced (Sequential does); ValueError if there is no such child.
+  void replace_child(const std::string& name, std::shared_ptr<Module> m);
   // Every module below (and including) this one, with its dotted name ("" for this one).
   std::vector<std::pair<std::string, Module*>> named_modules();
 
@@ -70,6 +74,7 @@ class Module {
     return m;
   }
   void add_child(const std::string& name, std::shared_ptr<Module> m);
+  virtual void child_replaced(const std::string& /*name*/, const std::shared_ptr<Module>& /*m*/) {}
   // Replace a registered parameter/buffer (e.g. set bias to none): same name, new tensor.
   void replace_tensor(const std::string& name, Tensor t);
 
@@ -94,6 +99,9 @@ class Sequential : public Module {
   std::string type_name() const override { return "Sequential"; }
   std::size_t size() const { return layers_.size(); }
   Module& operator[](std::size_t i) const { return *layers_.at(i); }
+
+ protected:
+  void child_replaced(const std::string& name, const std::shared_ptr<Module>& m) override;
 
  private:
   std::vector<ModulePtr> layers_;
