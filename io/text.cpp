@@ -127,23 +127,35 @@ std::vector<std::u32string> split_lines(const std::u32string& text) {
 
 CharVocab CharVocab::from_text(const std::u32string& text, std::optional<char32_t> boundary) {
   CharVocab v;
-  std::u32string chars = text;
-  std::sort(chars.begin(), chars.end());
-  chars.erase(std::unique(chars.begin(), chars.end()), chars.end());
+  std::vector<bool> seen(0x110000, false);  // one bit per code point: linear in the text
+  for (char32_t c : text) {
+    if (c >= 0x110000)
+      fail<ValueError>("CharVocab: U+{:X} is not a Unicode code point (above U+10FFFF)", static_cast<std::uint32_t>(c));
+    seen[c] = true;
+  }
+  std::u32string chars;
+  for (char32_t c = 0; c < 0x110000; ++c)
+    if (seen[c]) chars.push_back(c);
   if (boundary) {
-    if (std::binary_search(chars.begin(), chars.end(), *boundary))
-      fail<ValueError>("CharVocab: the boundary character {} occurs in the text (choose another one)",
-                       describe(*boundary));
+    if (*boundary >= 0x110000 || seen[*boundary])
+      fail<ValueError>(
+          "CharVocab: the boundary character {} occurs in the text or is not a code point (choose another one)",
+          describe(*boundary));
     chars.insert(chars.begin(), *boundary);
     v.has_boundary_ = true;
   }
   v.chars_ = chars;
-  for (std::size_t i = 0; i < chars.size(); ++i) v.index_.emplace_back(chars[i], static_cast<std::int64_t>(i));
+  v.ascii_.fill(-1);
+  for (std::size_t i = 0; i < chars.size(); ++i) {
+    v.index_.emplace_back(chars[i], static_cast<std::int64_t>(i));
+    if (chars[i] < 128) v.ascii_[chars[i]] = static_cast<std::int64_t>(i);
+  }
   std::sort(v.index_.begin(), v.index_.end());
   return v;
 }
 
 std::int64_t CharVocab::id(char32_t c) const {
+  if (c < 128 && ascii_[c] >= 0) return ascii_[c];
   const auto it = std::lower_bound(index_.begin(), index_.end(), std::pair<char32_t, std::int64_t>{c, 0});
   if (it == index_.end() || it->first != c)
     fail<ValueError>("CharVocab: character {} is not in the vocabulary of {} characters", describe(c), size());

@@ -12,6 +12,7 @@
 // byte sequence that is not UTF-8 (overlong forms, surrogates, code points above U+10FFFF,
 // truncated sequences; RFC 3629) are ng::IOError naming the file and the byte offset.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,6 +55,7 @@ class CharVocab {
  private:
   std::u32string chars_;
   std::vector<std::pair<char32_t, std::int64_t>> index_;  // sorted by character, for id()
+  std::array<std::int64_t, 128> ascii_{};                 // id of each ASCII character, -1 if absent
   bool has_boundary_ = false;
 };
 

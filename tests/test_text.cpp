@@ -84,6 +84,8 @@ TEST_CASE("CharVocab: sorted characters, boundary id 0, encode/decode round trip
   CHECK_THROWS_WITH_AS(v.character(6), doctest::Contains("id 6 is outside [0, 6)"), IndexError);
   CHECK_THROWS_WITH_AS(CharVocab::from_text(U"a.b", U'.'), doctest::Contains("boundary character U+002E '.' occurs"),
                        ValueError);
+  CHECK_THROWS_WITH_AS(CharVocab::from_text(std::u32string(1, char32_t{0x110000})),
+                       doctest::Contains("U+110000 is not a Unicode code point"), ValueError);
   CHECK_FALSE(CharVocab::from_text(U"ba").has_boundary());
   CHECK(CharVocab::from_text(U"ba").id(U'a') == 0);
 }
