@@ -47,9 +47,12 @@ struct LmResult {
 };
 
 // Trains for cfg.epochs passes of `loader` (cfg as demo::fit's; cfg.eval.limit bounds the
-// validation set). CSV columns: epoch, step, train_loss, val_loss, lr, seconds.
+// validation set). CSV columns: epoch, step, train_loss, val_loss, lr, seconds. `rng`, if
+// given, is the generator the model's dropout draws from: its state is saved in checkpoints
+// and restored on resume, so a resumed run is exact with dropout too.
 inline LmResult fit_lm(const FitConfig& cfg, ng::nn::Module& model, ng::optim::Optimizer& opt,
-                       ng::optim::LRScheduler* sched, ng::io::DataLoader& loader, const ng::io::TensorDataset& val) {
+                       ng::optim::LRScheduler* sched, ng::io::DataLoader& loader, const ng::io::TensorDataset& val,
+                       ng::Generator* rng = nullptr) {
   LmResult res;
   const std::int64_t nb = loader.num_batches();
   double seconds_before = 0, loss_sum = 0;
@@ -61,6 +64,7 @@ inline LmResult fit_lm(const FitConfig& cfg, ng::nn::Module& model, ng::optim::O
     seconds_before = std::stod(m.at("seconds"));
     loss_sum = std::stod(m.at("loss_sum"));
     loss_count = std::stoll(m.at("loss_count"));
+    if (rng) rng->set_state(m.at("rng"));
     if (!cfg.quiet)
       fmt::print("resumed from {}: step {}, epoch {}, batch {}/{}\n", cfg.checkpoint, res.step, loader.epoch() + 1,
                  loader.batch_index(), nb);
@@ -76,6 +80,7 @@ inline LmResult fit_lm(const FitConfig& cfg, ng::nn::Module& model, ng::optim::O
     m["loss_sum"] = exact(loss_sum);
     m["loss_count"] = std::to_string(loss_count);
     m["seconds"] = exact(elapsed());
+    if (rng) m["rng"] = rng->state();
     save_training(path, model, opt, sched, loader, m);
   };
   while (true) {

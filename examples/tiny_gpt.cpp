@@ -112,7 +112,7 @@ int run(int argc, char** argv) {
   cfg.eval.limit = args.integer("val-windows");
   for (const auto& k : settings) cfg.settings[k] = args.str(k);
   demo::install_sigint_handler();
-  const demo::LmResult r = demo::fit_lm(cfg, model, opt, sched.get(), loader, val);
+  const demo::LmResult r = demo::fit_lm(cfg, model, opt, sched.get(), loader, val, &gen);
 
   // Sample: start from the first character of the validation text, keep the last T characters.
   ng::NoGradGuard no_grad;
