@@ -75,7 +75,7 @@ std::function<double()> gpt_step(std::int64_t vocab, std::int64_t block, std::in
   torch::Tensor xt = torch::tensor(x, torch::kInt64).view({batch, block});
   torch::Tensor yt = torch::tensor(y, torch::kInt64).view({batch * block});
   return [net, opt, xt, yt, vocab]() {
-    opt->zero_grad(true);
+    for (auto& p : net->parameters()) p.mutable_grad() = torch::Tensor();  // set_to_none, as normgrad
     torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(xt).reshape({-1, vocab}), yt);
     loss.backward();
     opt->step();

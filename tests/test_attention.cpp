@@ -18,7 +18,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // dropout multiplier. Fully masked rows give 0.
 template <class Allowed, class Additive, class Keep>
 std::vector<double> definition(const Tensor& qt, const Tensor& kt, const Tensor& vt, double scale, Allowed allowed,
-                              Additive additive, Keep keep) {
+                               Additive additive, Keep keep) {
   const auto q = qt.contiguous().to_vector(), k = kt.contiguous().to_vector(), v = vt.contiguous().to_vector();
   const std::int64_t B = qt.size(0), L = qt.size(1), E = qt.size(2), S = kt.size(1), Ev = vt.size(2);
   std::vector<double> out(static_cast<std::size_t>(B * L * Ev), 0.0);
@@ -181,9 +181,9 @@ TEST_CASE("attention: dropout keeps each weight with probability 1 - p, scaled b
   const Tensor out = scaled_dot_product_attention(q, k, v, {}, p, false, std::nullopt, &gen);
   test::check_values(out,
                      definition(q, k, v, 0.5, all_allowed, no_add,
-                               [&](std::int64_t b, std::int64_t i, std::int64_t j) {
-                                 return keep[static_cast<std::size_t>((b * L + i) * S + j)];
-                               }),
+                                [&](std::int64_t b, std::int64_t i, std::int64_t j) {
+                                  return keep[static_cast<std::size_t>((b * L + i) * S + j)];
+                                }),
                      1e-12);
   // p = 0 is no dropout; p = 1 drops everything
   CHECK(test::max_abs_diff(scaled_dot_product_attention(q, k, v, {}, 0.0), scaled_dot_product_attention(q, k, v)) ==
