@@ -133,6 +133,7 @@ Tensor cast(const Tensor& a, DType d);  // differentiable between float dtypes
 }  // namespace ng
 
 // Families declared in their own headers (each defined in the matching ops/*.cpp):
+#include "autograd/ops/attention.h"  // scaled_dot_product_attention (fused), attention_weights
 #include "autograd/ops/conv.h"  // conv2d (im2col + GEMM)
 #include "autograd/ops/norm.h"  // the one normalization core: batch/layer/group/instance/rms norm
 #include "autograd/ops/pool.h"  // max_pool2d, avg_pool2d

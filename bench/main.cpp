@@ -12,6 +12,8 @@
 //   cnn_step, cnn_eval                   the demo BatchNorm CNN (examples/models.h): one training
 //                                        step at batch 64, an eval forward at batch 256
 //   lnlstm_step, lstm_step               the demo (LayerNorm-)LSTM classifier: one Adam step
+//   attention_fb, gpt_step               causal attention forward + backward; one Adam step of the
+//                                        tiny_gpt model (bench/attention_rows.h)
 //   cnn_peak_rss                         peak resident memory of a CNN training run (default
 //                                        200 steps at batch 64), each framework in a fresh process
 // All tensors are float32. Normalization rows also report the achieved fraction of the
@@ -43,11 +45,13 @@
 #include "autograd/ops.h"
 #include "autograd/random.h"
 #include "autograd/tensor.h"
+#include "bench/attention_rows.h"
 #include "bench/harness.h"
 #include "examples/models.h"
 #include "optim/adam.h"
 #include "optim/sgd.h"
 #ifdef NORMGRAD_WITH_TORCH
+#include "bench/torch_attention_rows.h"
 #include "bench/torch_rows.h"
 namespace torch_rows = bench::torch_rows;
 #endif
@@ -644,6 +648,28 @@ int main(int argc, char** argv) {
                      "then a loop over the steps), as layers/recurrent.cpp computes it";
     else
       r.torch_note = "LibTorch's column is torch::nn::LSTM (batch first) + torch::nn::Linear";
+#endif
+  }
+  // Attention and the tiny GPT (bench/attention_rows.h).
+  {
+    namespace at = bench::attention;
+    [[maybe_unused]] Row& a = add_row("attention_fb", fmt::format("({},{},{},{}) causal", at::kBatch, at::kHeads, at::kLen, at::kHeadDim),
+                                      [] { return at::ng_attention_fb(); });
+    // 4 GEMMs of 2 B H L^2 D FLOPs each in the backward (dV, dP, dQ, dK), 2 in the forward.
+    a.flops = 6 * 2.0 * at::kBatch * at::kHeads * at::kLen * at::kLen * at::kHeadDim;
+    [[maybe_unused]] Row& g = add_row("gpt_step", "post-LN 2x64, batch 32x64", [] { return as_work(at::ng_gpt_step()); });
+#ifdef NORMGRAD_WITH_TORCH
+    a.torch = [] { return torch_rows::attention_fb(at::kBatch, at::kHeads, at::kLen, at::kHeadDim); };
+    a.torch_note = "LibTorch 1.13 has no fused attention: matmul, masked_fill(-inf), softmax, matmul and its autograd";
+    auto torch_gpt = [] {
+      const at::GptConfig c;
+      const at::GptInit i = at::gpt_init(c);
+      return torch_rows::gpt_step(c.vocab, c.block, c.d_model, c.heads, c.layers, c.batch, c.lr, i.names, i.shapes, i.values,
+                                  i.x, i.y);
+    };
+    g.torch = [torch_gpt] { return as_work(torch_gpt()); };
+    g.torch_note = "torch::nn::TransformerEncoderLayer (post-LN, sequence-first) with the same weights";
+    g.check = [torch_gpt] { print_check("gpt_step", "loss of steps 1-3", at::ng_gpt_step(), torch_gpt(), 3); };
 #endif
   }
   {

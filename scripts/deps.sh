@@ -2,6 +2,9 @@
 # Installs the Debian packages normgrad needs (only those missing). Run as root on Debian bookworm.
 set -e
 PKGS="g++ cmake make libfmt-dev doctest-dev libopenblas-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist graphviz libopenmpi-dev openmpi-bin libcli11-dev"
+# Text corpora of the character-level demos: wamerican (/usr/share/dict/american-english, makemore)
+# and fortunes (/usr/share/games/fortunes, 2.6 MB of plain UTF-8 English prose and verse: tiny_gpt).
+PKGS="$PKGS wamerican fortunes"
 [ -n "$NORMGRAD_EXTRA_PKGS" ] && PKGS="$PKGS $NORMGRAD_EXTRA_PKGS"
 MISSING=""
 for p in $PKGS; do

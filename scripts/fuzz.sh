@@ -6,7 +6,7 @@
 # (not committed); a crash, leak, timeout or over-allocation leaves build/fuzz/crash-* or
 # leak-* / oom-* files and makes the script fail. Not part of CI (too slow).
 #
-#   sh scripts/fuzz.sh            # both targets, 60 s each
+#   sh scripts/fuzz.sh            # every target (idx, safetensors, text), 60 s each
 #   SECONDS_PER_TARGET=600 sh scripts/fuzz.sh idx
 #
 # Needs clang-14 and its runtime: apt-get install clang-14 libclang-rt-14-dev libomp-14-dev
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 SECS="${SECONDS_PER_TARGET:-60}"
 CXX="${FUZZ_CXX:-clang++-14}"
 command -v "$CXX" >/dev/null || { echo "fuzz.sh: $CXX not found (apt-get install clang-14 libclang-rt-14-dev)"; exit 1; }
-TARGETS="${*:-idx safetensors}"
+TARGETS="${*:-idx safetensors text}"
 
 cmake -S . -B build/fuzz -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=Fuzz \
   -DCMAKE_CXX_FLAGS_FUZZ="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined" \

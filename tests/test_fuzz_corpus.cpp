@@ -13,6 +13,7 @@
 #include "autograd/error.h"
 #include "io/idx.h"
 #include "io/safetensors.h"
+#include "io/text.h"
 
 namespace fs = std::filesystem;
 
@@ -65,6 +66,18 @@ TEST_CASE("fuzz corpus: every safetensors input loads or is an IOError") {
     CHECK(bytes <= fs::file_size(p));
   });
   CHECK(loaded >= 4);  // the valid seeds
+}
+
+TEST_CASE("fuzz corpus: every text input decodes (and re-encodes to its bytes) or is an IOError") {
+  const int loaded = replay("text", [](const std::string& p) {
+    const std::u32string text = ng::io::read_text(p);
+    std::string bytes = read_file(p);
+    if (bytes.rfind("\xEF\xBB\xBF", 0) == 0) bytes.erase(0, 3);
+    CHECK(ng::io::encode_utf8(text) == bytes);
+    const auto vocab = ng::io::CharVocab::from_text(text);
+    CHECK(vocab.decode(vocab.encode(text)) == text);
+  });
+  CHECK(loaded == 2);  // ascii_lines, utf8_bom_crlf; the rest are errors by design
 }
 
 TEST_CASE("load_safetensors: an empty tensor whose non-zero sizes overflow int64 is an IOError") {

@@ -1,0 +1,393 @@
+// Scaled dot-product attention: see attention.h for the semantics, docs/attention.md for the
+// derivation of the backward. Per batch matrix b (one (batch, head) pair):
+//
+//   forward   S = scale Q K^T            GEMM (L x E) (E x S)
+//             S_ij = -inf where masked, S_ij += M_ij for a float mask
+//             P_ij = exp(S_ij - m_i) / sum_j exp(S_ij - m_j),  m_i = max_j S_ij
+//             (a row with m_i = -inf is fully masked: P_i = 0)
+//             Pd = P o D  (D = dropout mask scaled by 1/(1-p); Pd = P without dropout)
+//             O = Pd V                   GEMM (L x S) (S x Ev)
+//   saved     P (and D), the inputs (no copies unless a layout BLAS cannot read)
+//   backward  dV = Pd^T dO               GEMM
+//             dP = (dO V^T) o D          GEMM
+//             dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)     softmax's vector-Jacobian product
+//             dQ = scale dS K,  dK = scale dS^T Q         GEMMs;  dM = dS (float mask)
+//   Gradients of broadcast inputs are summed over the batch dims they were broadcast along.
+#include "autograd/ops/attention.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "autograd/blas.h"
+#include "autograd/kernels.h"
+#include "autograd/ops.h"
+
+namespace ng {
+
+namespace {
+
+constexpr const char* kOp = "scaled_dot_product_attention";
+
+// Sizes and the broadcast batch shape, validated once.
+struct Geometry {
+  Shape batch;  // broadcast of the batch dims of q, k, v
+  std::int64_t L = 0, S = 0, E = 0, Ev = 0;
+  double scale = 1.0;
+  Shape full(std::int64_t rows, std::int64_t cols) const {
+    Shape s = batch;
+    s.push_back(rows);
+    s.push_back(cols);
+    return s;
+  }
+};
+
+Shape batch_of(const Tensor& t) {
+  return Shape(t.shape().begin(), t.shape().end() - 2);
+}
+
+Geometry check_args(const char* op, const Tensor& q, const Tensor& k, const Tensor* v, const Tensor& mask,
+                    bool is_causal, std::optional<double> scale) {
+  const auto shapes = [&] {
+    return v ? fmt::format("query {}, key {}, value {}", q.shape(), k.shape(), v->shape())
+             : fmt::format("query {}, key {}", q.shape(), k.shape());
+  };
+  if (q.dim() < 2 || k.dim() < 2 || (v && v->dim() < 2))
+    fail<ShapeError>("{}: query, key and value need at least 2 dims (..., L, E), (..., S, E), (..., S, Ev): got {}", op,
+                     shapes());
+  if (!is_floating(q.dtype())) fail<DTypeError>("{}: query must be float32 or float64, got {}", op, q.dtype());
+  if (k.dtype() != q.dtype() || (v && v->dtype() != q.dtype()))
+    fail<DTypeError>("{}: query, key and value must have one dtype: got {}, {}, {}", op, q.dtype(), k.dtype(),
+                     v ? v->dtype() : k.dtype());
+  Geometry g;
+  g.L = q.size(-2), g.E = q.size(-1), g.S = k.size(-2);
+  if (k.size(-1) != g.E)
+    fail<ShapeError>("{}: query and key must have the same embedding size (last dim): expected {} vs actual {} ({})",
+                     op, g.E, k.size(-1), shapes());
+  if (v) {
+    g.Ev = v->size(-1);
+    if (v->size(-2) != g.S)
+      fail<ShapeError>("{}: key and value must have the same sequence length (dim -2): expected {} vs actual {} ({})",
+                       op, g.S, v->size(-2), shapes());
+  }
+  g.batch = broadcast_shapes(batch_of(q), batch_of(k), op);
+  if (v) g.batch = broadcast_shapes(g.batch, batch_of(*v), op);
+  if (mask.defined()) {
+    if (is_causal)
+      fail<ValueError>("{}: an explicit attn_mask cannot be combined with is_causal=true (pass one or the other)", op);
+    if (mask.dtype() != DType::i64 && mask.dtype() != q.dtype())
+      fail<DTypeError>(
+          "{}: attn_mask must be int64 (boolean: nonzero = may attend) or the query's dtype {} "
+          "(added to the scores), got {}",
+          op, q.dtype(), mask.dtype());
+    const Shape full = g.full(g.L, g.S);
+    Shape b;
+    try {
+      b = broadcast_shapes(mask.shape(), full, op);
+    } catch (const ShapeError&) {
+      b = Shape{};
+    }
+    if (b != full) fail<ShapeError>("{}: attn_mask {} must broadcast to (..., L, S) = {}", op, mask.shape(), full);
+  }
+  g.scale = scale ? *scale : (g.E > 0 ? 1.0 / std::sqrt(static_cast<double>(g.E)) : 1.0);
+  if (!std::isfinite(g.scale)) fail<ValueError>("{}: scale must be finite, got {}", op, g.scale);
+  return g;
+}
+
+// A matrix operand as BLAS reads it: last dim contiguous, rows at a stride >= cols (else a
+// contiguous copy), and the element offset of each batch matrix (0 stride on broadcast dims).
+struct MatOperand {
+  Tensor t;  // detached, BLAS-readable
+  std::int64_t ld = 1;
+  std::vector<std::int64_t> offsets;  // one per batch matrix
+};
+
+std::vector<std::int64_t> batch_offsets(const Tensor& t, const Shape& full) {
+  const Strides st = detail::broadcast_strides(t, full);
+  const int nb = full.ndim() - 2;
+  const std::int64_t n = Shape(full.begin(), full.end() - 2).numel();
+  std::vector<std::int64_t> off(static_cast<std::size_t>(n), t.offset());
+  std::vector<std::int64_t> idx(static_cast<std::size_t>(nb), 0);
+  std::int64_t cur = t.offset();
+  for (std::int64_t b = 0; b < n; ++b) {
+    off[static_cast<std::size_t>(b)] = cur;
+    for (int d = nb - 1; d >= 0; --d) {
+      const auto du = static_cast<std::size_t>(d);
+      cur += st[du];
+      if (++idx[du] < full[du]) break;
+      cur -= st[du] * full[du];
+      idx[du] = 0;
+    }
+  }
+  return off;
+}
+
+MatOperand mat_operand(const Tensor& in, const Geometry& g) {
+  MatOperand m;
+  m.t = in.detach();
+  const std::int64_t rows = in.size(-2), cols = in.size(-1);
+  const std::int64_t rs = in.strides()[static_cast<std::size_t>(in.dim() - 2)], cs = in.strides().back();
+  const bool ok = (cols <= 1 || cs == 1) && (rows <= 1 || rs >= std::max<std::int64_t>(cols, 1));
+  if (!ok) m.t = m.t.contiguous();
+  m.ld = rows <= 1 ? std::max<std::int64_t>(cols, 1)
+                   : std::max<std::int64_t>(m.t.strides()[static_cast<std::size_t>(m.t.dim() - 2)], 1);
+  m.offsets = batch_offsets(m.t, g.full(rows, cols));
+  return m;
+}
+
+// C = alpha op(A) op(B) (beta = 0), tolerating empty sizes (K = 0 gives zeros).
+template <class T>
+void gemm0(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, double alpha, const T* A, std::int64_t lda,
+           const T* B, std::int64_t ldb, T* C, std::int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (std::int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, T(0));
+    return;
+  }
+  detail::gemm(ta, tb, M, N, K, static_cast<T>(alpha), A, lda, B, ldb, T(0), C, ldc);
+}
+
+// The mask as the kernels read it: element (b, i, j) at data[offsets[b] + i * si + j * sj].
+struct MaskView {
+  Tensor t;
+  std::vector<std::int64_t> offsets;
+  std::int64_t si = 0, sj = 0;
+};
+
+MaskView mask_view(const Tensor& mask, const Geometry& g) {
+  MaskView m;
+  if (!mask.defined()) return m;
+  m.t = mask.detach();
+  const Shape full = g.full(g.L, g.S);
+  const Strides st = detail::broadcast_strides(m.t, full);
+  m.si = st[st.size() - 2];
+  m.sj = st.back();
+  m.offsets = batch_offsets(m.t, full);
+  return m;
+}
+
+// Row i of the scores of batch matrix b, in place: mask, then the max-shifted softmax. A fully
+// masked row (every score -inf, no NaN) becomes all zeros.
+template <class T>
+void mask_softmax_row(T* row, std::int64_t i, std::int64_t S, bool causal, const MaskView& mv, std::int64_t b) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  if (causal)
+    for (std::int64_t j = i + 1; j < S; ++j) row[j] = kNegInf;  // key j > query i is in the future
+  if (mv.t.defined()) {
+    const std::int64_t base = mv.offsets[static_cast<std::size_t>(b)] + i * mv.si;
+    if (mv.t.dtype() == DType::i64) {
+      const std::int64_t* m = mv.t.data<std::int64_t>() + base;
+      for (std::int64_t j = 0; j < S; ++j)
+        if (m[j * mv.sj] == 0) row[j] = kNegInf;  // boolean: 0 = may not attend
+    } else {
+      const T* m = mv.t.data<T>() + base;
+      for (std::int64_t j = 0; j < S; ++j) row[j] += m[j * mv.sj];  // additive
+    }
+  }
+  T mx = kNegInf;
+  bool has_nan = false;
+  for (std::int64_t j = 0; j < S; ++j) {
+    mx = std::max(mx, row[j]);
+    has_nan |= std::isnan(row[j]);
+  }
+  if (mx == kNegInf && !has_nan) {  // fully masked: weights 0 (see attention.h)
+    std::fill(row, row + S, T(0));
+    return;
+  }
+  double sum = 0.0;
+  for (std::int64_t j = 0; j < S; ++j) {
+    row[j] = std::exp(row[j] - mx);  // exp(S_ij - m_i) in (0, 1]
+    sum += static_cast<double>(row[j]);
+  }
+  const T inv = static_cast<T>(1.0 / sum);
+  for (std::int64_t j = 0; j < S; ++j) row[j] *= inv;
+}
+
+// 0/1 in dtype `d`, shape (..., L, S): may query i attend to key j (not in the causal
+// future, nonzero in a boolean mask, not -inf in a float mask). A constant (no gradient).
+Tensor allowed_keys(const Geometry& g, const Tensor& mask, bool causal, DType d) {
+  const MaskView mv = mask_view(mask, g);
+  const std::int64_t nb = mask.defined() ? g.batch.numel() : 1;
+  Tensor a = empty(mask.defined() ? g.full(g.L, g.S) : Shape{g.L, g.S}, d);
+  dispatch_float(d, "attention", [&](auto tag) {
+    using T = decltype(tag);
+    T* p = a.data<T>();
+    for (std::int64_t b = 0; b < nb; ++b)
+      for (std::int64_t i = 0; i < g.L; ++i) {
+        T* row = p + (b * g.L + i) * g.S;
+        for (std::int64_t j = 0; j < g.S; ++j) row[j] = causal && j > i ? T(0) : T(1);
+        if (!mv.t.defined()) continue;
+        const std::int64_t base = mv.offsets[static_cast<std::size_t>(b)] + i * mv.si;
+        if (mv.t.dtype() == DType::i64) {
+          const std::int64_t* m = mv.t.data<std::int64_t>() + base;
+          for (std::int64_t j = 0; j < g.S; ++j)
+            if (m[j * mv.sj] == 0) row[j] = T(0);
+        } else {
+          const T* m = mv.t.data<T>() + base;
+          for (std::int64_t j = 0; j < g.S; ++j)
+            if (m[j * mv.sj] == -std::numeric_limits<T>::infinity()) row[j] = T(0);
+        }
+      }
+  });
+  return a;
+}
+
+}  // namespace
+
+Tensor attention_weights(const Tensor& q, const Tensor& k, const Tensor& mask, bool is_causal,
+                         std::optional<double> scale) {
+  const Geometry g = check_args("attention_weights", q, k, nullptr, mask, is_causal, scale);
+  // scores S = scale Q K^T + M (the finite part of a float mask; -inf entries become "not allowed")
+  Tensor s = mul(matmul(q, transpose(k, -1, -2)), g.scale);
+  const Tensor allowed = allowed_keys(g, mask, is_causal, q.dtype());
+  if (mask.defined() && mask.dtype() != DType::i64) s = add(s, where(allowed, mask, zeros({}, q.dtype())));
+  // shift m_i: the row max over allowed keys, 0 for fully masked rows (a constant: softmax
+  // does not depend on it, it only keeps exp from overflowing)
+  Tensor shift, empty_row;
+  {
+    NoGradGuard no_grad;
+    const Tensor sd = s.detach();
+    const Tensor neg_inf = full({}, -std::numeric_limits<double>::infinity(), q.dtype());
+    const Tensor any = max(broadcast_to(allowed, sd.shape()), {-1}, true);  // 1 if the row has a key
+    empty_row = rsub(1.0, any);
+    shift = where(any, max(where(allowed, sd, neg_inf), {-1}, true), zeros({}, q.dtype()));
+  }
+  // P = e / (sum e + [row empty]),  e = exp(S - m) on allowed keys, 0 elsewhere
+  const Tensor e = mul(exp(sub(where(allowed, s, shift), shift)), allowed);
+  return div(e, add(sum(e, {-1}, true), empty_row));
+}
+
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& mask,
+                                    double dropout_p, bool is_causal, std::optional<double> scale, Generator* gen) {
+  const Geometry g = check_args(kOp, q_in, k_in, &v_in, mask, is_causal, scale);
+  if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
+    fail<ValueError>("{}: dropout_p must be in [0, 1], got {}", kOp, dropout_p);
+  const MatOperand q = mat_operand(q_in, g), k = mat_operand(k_in, g), v = mat_operand(v_in, g);
+  Tensor out = empty(g.full(g.L, g.Ev), q_in.dtype());
+  Tensor P = empty(g.full(g.L, g.S), q_in.dtype());  // softmax weights, kept for the backward
+  Tensor D;                                          // dropout mask scaled by 1/(1-p), if any
+  {
+    const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev;
+    const std::int64_t nbatch = g.batch.numel();
+    const DType dt = q_in.dtype();
+    const MaskView mv = mask_view(mask, g);
+    Tensor Pd = P;  // the weights V is multiplied by (a temporary with dropout)
+    if (dropout_p > 0.0) {
+      Generator& rng = gen ? *gen : default_generator();
+      D = empty(P.shape(), dt);
+      Pd = empty(P.shape(), dt);
+      dispatch_float(dt, kOp, [&](auto tag) {
+        using T = decltype(tag);
+        const T keep = dropout_p < 1.0 ? static_cast<T>(1.0 / (1.0 - dropout_p)) : T(0);
+        T* pd = D.data<T>();
+        for (std::int64_t i = 0; i < D.numel(); ++i) pd[i] = rng.uniform() < dropout_p ? T(0) : keep;
+      });
+    }
+    dispatch_float(dt, kOp, [&](auto tag) {
+      using T = decltype(tag);
+      const T *pq = q.t.data<T>() - q.t.offset(), *pk = k.t.data<T>() - k.t.offset(),
+              *pv = v.t.data<T>() - v.t.offset();
+      T* pP = P.data<T>();
+      T* pPd = Pd.data<T>();
+      const T* pD = D.defined() ? D.data<T>() : nullptr;
+      T* po = out.data<T>();
+      const bool parallel = nbatch > 1 && nbatch * L * S * (E + Ev) > detail::kGemmParallelWork;
+      detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
+        const auto bu = static_cast<std::size_t>(b);
+        T* Pb = pP + b * L * S;
+        gemm0<T>(false, true, L, S, E, g.scale, pq + q.offsets[bu], q.ld, pk + k.offsets[bu], k.ld, Pb,
+                 S);  // scale Q K^T
+        for (std::int64_t i = 0; i < L; ++i) mask_softmax_row<T>(Pb + i * S, i, S, is_causal, mv, b);
+        if (pD) {
+          T* Pdb = pPd + b * L * S;
+          const T* Db = pD + b * L * S;
+          for (std::int64_t i = 0; i < L * S; ++i) Pdb[i] = Pb[i] * Db[i];
+        }
+        gemm0<T>(false, false, L, Ev, S, 1.0, pPd + b * L * S, S, pv + v.offsets[bu], v.ld, po + b * L * Ev,
+                 Ev);  // Pd V
+      });
+    });
+  }  // Pd was a temporary: the backward forms P o D again from the saved P and D
+
+  return record(
+      kOp, {q_in, k_in, v_in, mask}, out,
+      [q_in, k_in, v_in, mask, q, k, v, P, D, g, is_causal](BackwardContext& ctx, const Tensor& dO_in) -> Grads {
+        const bool need_q = q_in.requires_grad(), need_k = k_in.requires_grad(), need_v = v_in.requires_grad();
+        const bool need_m = mask.defined() && mask.requires_grad();
+        if (ctx.create_graph()) {  // the same formulas with differentiable ops (docs/attention.md)
+          const Tensor Pc = attention_weights(q_in, k_in, mask, is_causal, g.scale);
+          const Tensor Pdc = D.defined() ? mul(Pc, D) : Pc;
+          Tensor dq, dk, dv, dm;
+          if (need_v) dv = sum_to(matmul(transpose(Pdc, -1, -2), dO_in), v_in.shape());
+          if (need_q || need_k || need_m) {
+            Tensor dP = matmul(dO_in, transpose(v_in, -1, -2));
+            if (D.defined()) dP = mul(dP, D);
+            const Tensor dS = mul(Pc, sub(dP, sum(mul(Pc, dP), {-1}, true)));
+            if (need_q) dq = sum_to(mul(matmul(dS, k_in), g.scale), q_in.shape());
+            if (need_k) dk = sum_to(mul(matmul(transpose(dS, -1, -2), q_in), g.scale), k_in.shape());
+            if (need_m) dm = sum_to(dS, mask.shape());
+          }
+          return {dq, dk, dv, dm};
+        }
+        const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev, nbatch = g.batch.numel();
+        const Tensor dO = dO_in.contiguous();
+        const DType dt = P.dtype();
+        const bool need_ds = need_q || need_k || need_m;
+        Tensor dq = need_q ? empty(g.full(L, E), dt) : Tensor();
+        Tensor dk = need_k ? empty(g.full(S, E), dt) : Tensor();
+        Tensor dv = need_v ? empty(g.full(S, Ev), dt) : Tensor();
+        // dS, also the scratch for P o D (dropout) before it is overwritten
+        Tensor dS = (need_ds || D.defined()) ? empty(P.shape(), dt) : Tensor();
+        dispatch_float(dt, kOp, [&](auto tag) {
+          using T = decltype(tag);
+          const T *pq = q.t.data<T>() - q.t.offset(), *pk = k.t.data<T>() - k.t.offset(),
+                  *pv = v.t.data<T>() - v.t.offset();
+          const T* pP = P.data<T>();
+          const T* pD = D.defined() ? D.data<T>() : nullptr;
+          const T* pdO = dO.data<T>();
+          T* pdS = dS.defined() ? dS.data<T>() : nullptr;
+          const bool parallel = nbatch > 1 && nbatch * L * S * (E + Ev) > detail::kGemmParallelWork;
+          detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
+            const auto bu = static_cast<std::size_t>(b);
+            const T* dOb = pdO + b * L * Ev;
+            const T* Pb = pP + b * L * S;
+            T* dSb = pdS ? pdS + b * L * S : nullptr;
+            if (need_v) {  // dV = Pd^T dO, Pd = P o D
+              const T* Pdb = Pb;
+              if (pD) {
+                const T* Db = pD + b * L * S;
+                for (std::int64_t i = 0; i < L * S; ++i) dSb[i] = Pb[i] * Db[i];
+                Pdb = dSb;
+              }
+              gemm0<T>(true, false, S, Ev, L, 1.0, Pdb, S, dOb, Ev, dv.data<T>() + b * S * Ev, Ev);
+            }
+            if (!need_ds) return;
+            gemm0<T>(false, true, L, S, Ev, 1.0, dOb, Ev, pv + v.offsets[bu], v.ld, dSb, S);  // dPd = dO V^T
+            if (pD) {
+              const T* Db = pD + b * L * S;
+              for (std::int64_t i = 0; i < L * S; ++i) dSb[i] *= Db[i];  // dP = dPd o D
+            }
+            for (std::int64_t i = 0; i < L; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
+              const T* pr = Pb + i * S;
+              T* dr = dSb + i * S;
+              double dot = 0.0;
+              for (std::int64_t j = 0; j < S; ++j) dot += static_cast<double>(pr[j]) * static_cast<double>(dr[j]);
+              const T c = static_cast<T>(dot);
+              for (std::int64_t j = 0; j < S; ++j) dr[j] = pr[j] * (dr[j] - c);
+            }
+            if (need_q)  // dQ = scale dS K
+              gemm0<T>(false, false, L, E, S, g.scale, dSb, S, pk + k.offsets[bu], k.ld, dq.data<T>() + b * L * E, E);
+            if (need_k)  // dK = scale dS^T Q
+              gemm0<T>(true, false, S, E, L, g.scale, dSb, S, pq + q.offsets[bu], q.ld, dk.data<T>() + b * S * E, E);
+          });
+        });
+        if (need_q) dq = sum_to(dq, q_in.shape());
+        if (need_k) dk = sum_to(dk, k_in.shape());
+        if (need_v) dv = sum_to(dv, v_in.shape());
+        Tensor dm = need_m ? sum_to(dS, mask.shape()) : Tensor();
+        return {dq, dk, dv, dm};
+      });
+}
+
+}  // namespace ng
