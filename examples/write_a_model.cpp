@@ -27,10 +27,10 @@ using namespace ng;
 class Classifier : public nn::Module {
  public:
   Classifier(std::int64_t in, std::int64_t hidden, std::int64_t classes, Generator* gen = nullptr) {
-    body = register_module("body", std::make_shared<nn::Sequential>(
-                                       std::make_shared<nn::Linear>(in, hidden, true, gen),
-                                       std::make_shared<nn::BatchNorm1d>(nn::BatchNormOptions(hidden)),
-                                       std::make_shared<nn::ReLU>()));
+    body = register_module(
+        "body", std::make_shared<nn::Sequential>(std::make_shared<nn::Linear>(in, hidden, true, gen),
+                                                 std::make_shared<nn::BatchNorm1d>(nn::BatchNormOptions(hidden)),
+                                                 std::make_shared<nn::ReLU>()));
     dropout = register_module("dropout", std::make_shared<nn::Dropout>(0.1, gen));
     head = register_module("head", std::make_shared<nn::Linear>(hidden, classes, true, gen));
   }
@@ -64,7 +64,7 @@ io::TensorDataset make_data(std::int64_t n, std::uint64_t seed) {
 double accuracy(nn::Module& model, const io::TensorDataset& data) {
   model.eval();  // BatchNorm uses its running statistics, Dropout passes through
   NoGradGuard no_grad;
-  const Tensor predicted = argmax(model.forward(data.inputs), 1);  // int64 class indices
+  const Tensor predicted = argmax(model.forward(data.inputs), 1);                 // int64 class indices
   return mean(eq(predicted.to(DType::f64), data.targets.to(DType::f64))).item();  // eq compares floats
 }
 // [/guide]

@@ -61,17 +61,28 @@ float decode_float16(std::uint16_t h) {
   const bool neg = (h >> 15) != 0;
   const std::uint32_t e = (h >> M) & exp_all, f = h & ((1u << M) - 1);
   float v;
-  if (e == exp_all) v = f ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  else if (e == 0) v = std::ldexp(static_cast<float>(f), 1 - bias - M);
-  else v = std::ldexp(static_cast<float>(f | (1u << M)), static_cast<int>(e) - bias - M);
+  if (e == exp_all)
+    v = f ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  else if (e == 0)
+    v = std::ldexp(static_cast<float>(f), 1 - bias - M);
+  else
+    v = std::ldexp(static_cast<float>(f | (1u << M)), static_cast<int>(e) - bias - M);
   return neg ? -v : v;
 }
 
 }  // namespace detail
 
-inline std::uint16_t to_f16(double x) { return detail::encode_float16<5, 10>(x); }
-inline std::uint16_t to_bf16(double x) { return detail::encode_float16<8, 7>(x); }
-inline float f16_to_float(std::uint16_t h) { return detail::decode_float16<5, 10>(h); }
-inline float bf16_to_float(std::uint16_t h) { return detail::decode_float16<8, 7>(h); }
+inline std::uint16_t to_f16(double x) {
+  return detail::encode_float16<5, 10>(x);
+}
+inline std::uint16_t to_bf16(double x) {
+  return detail::encode_float16<8, 7>(x);
+}
+inline float f16_to_float(std::uint16_t h) {
+  return detail::decode_float16<5, 10>(h);
+}
+inline float bf16_to_float(std::uint16_t h) {
+  return detail::decode_float16<8, 7>(h);
+}
 
 }  // namespace ng::io

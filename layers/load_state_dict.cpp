@@ -5,11 +5,11 @@
 //   2. commit: copy the temporaries into the model. Nothing in this phase can fail (the
 //      destinations are contiguous and of the temporaries' shape and dtype), so a load
 //      either changes everything it loads or nothing.
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
-
-#include <fmt/ranges.h>
 
 #include "layers/module.h"
 
@@ -17,8 +17,8 @@ namespace ng::nn {
 
 std::string IncompatibleKeys::to_string() const {
   if (empty()) return "<All keys matched successfully>";
-  return fmt::format("IncompatibleKeys(missing_keys=[{}], unexpected_keys=[{}])",
-                     fmt::join(missing_keys, ", "), fmt::join(unexpected_keys, ", "));
+  return fmt::format("IncompatibleKeys(missing_keys=[{}], unexpected_keys=[{}])", fmt::join(missing_keys, ", "),
+                     fmt::join(unexpected_keys, ", "));
 }
 
 NamedTensors strip_prefix(NamedTensors sd, std::string_view prefix) {
@@ -72,7 +72,8 @@ std::string most_common_head(const std::vector<std::string>& keys) {
 // by another, says which LoadOptions would do it. Tries the common and most frequent prefixes
 // of the unexpected keys (to strip) and of the missing ones (to add).
 std::string prefix_hint(const std::vector<std::string>& missing, const std::vector<std::string>& unexpected,
-                        const std::map<std::string, Tensor>& entries, const std::map<std::string, Shape>& model_shapes) {
+                        const std::map<std::string, Tensor>& entries,
+                        const std::map<std::string, Shape>& model_shapes) {
   if (unexpected.empty()) return {};
   auto fits = [&](const std::string& from, const std::string& to) {
     const auto m = model_shapes.find(to);
@@ -103,9 +104,10 @@ std::string prefix_hint(const std::vector<std::string>& missing, const std::vect
     what = fmt::format("with the prefix '{}' added", best_add);
     opts = fmt::format(".add_prefix = \"{}\"", best_add);
   }
-  return fmt::format("hint: {} of the {} unexpected keys are the model's keys {}: load with "
-                     "LoadOptions{{{}}} (or nn::strip_prefix / nn::add_prefix on the state dict)",
-                     best, unexpected.size(), what, opts);
+  return fmt::format(
+      "hint: {} of the {} unexpected keys are the model's keys {}: load with "
+      "LoadOptions{{{}}} (or nn::strip_prefix / nn::add_prefix on the state dict)",
+      best, unexpected.size(), what, opts);
 }
 
 // `src` as a contiguous tensor of dtype `to`, detached; "" or the reason it cannot be.
@@ -135,9 +137,12 @@ IncompatibleKeys Module::load_state_dict(const NamedTensors& sd, const LoadOptio
   std::map<std::string, Tensor> entries;
   std::vector<std::string> order;  // the state dict's order, for the unexpected keys
   for (const auto& [k0, t] : add_prefix(strip_prefix(sd, opt.strip_prefix), opt.add_prefix)) {
-    if (!t.defined()) problems.push_back(fmt::format("'{}' is an undefined tensor", k0));
-    else if (!entries.emplace(k0, t).second) problems.push_back(fmt::format("duplicate key '{}'", k0));
-    else order.push_back(k0);
+    if (!t.defined())
+      problems.push_back(fmt::format("'{}' is an undefined tensor", k0));
+    else if (!entries.emplace(k0, t).second)
+      problems.push_back(fmt::format("duplicate key '{}'", k0));
+    else
+      order.push_back(k0);
   }
   for (const auto& [prefix, m] : named_modules()) {
     const std::size_t before = entries.size();
@@ -182,17 +187,20 @@ IncompatibleKeys Module::load_state_dict(const NamedTensors& sd, const LoadOptio
 
   if (opt.strict) {
     if (!keys.missing_keys.empty())
-      problems.push_back(fmt::format("missing keys ({}): {}", keys.missing_keys.size(), quoted_list(keys.missing_keys)));
+      problems.push_back(
+          fmt::format("missing keys ({}): {}", keys.missing_keys.size(), quoted_list(keys.missing_keys)));
     if (!keys.unexpected_keys.empty())
       problems.push_back(
           fmt::format("unexpected keys ({}): {}", keys.unexpected_keys.size(), quoted_list(keys.unexpected_keys)));
   }
   if (!problems.empty()) {
-    if (const std::string hint = prefix_hint(keys.missing_keys, keys.unexpected_keys, entries, model_shapes); !hint.empty())
+    if (const std::string hint = prefix_hint(keys.missing_keys, keys.unexpected_keys, entries, model_shapes);
+        !hint.empty())
       problems.push_back(hint);
     if (opt.strict && !keys.empty())
-      problems.push_back("(strict=false loads the keys that match and returns the missing and unexpected ones; "
-                         "shape mismatches are errors either way)");
+      problems.push_back(
+          "(strict=false loads the keys that match and returns the missing and unexpected ones; "
+          "shape mismatches are errors either way)");
     fail<ValueError>("{}.load_state_dict: the state dict does not fit the model; nothing was loaded:\n  {}",
                      type_name(), fmt::join(problems, "\n  "));
   }

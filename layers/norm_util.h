@@ -25,7 +25,10 @@ inline std::string py_tuple(const Shape& s) {
   return s.ndim() == 1 ? fmt::format("({},)", s[0]) : fmt::format("({})", fmt::join(s.vec(), ", "));
 }
 
-// eps >= 0 as PyTorch (see check_eps in autograd/ops/norm.cpp for what eps = 0 does).
+// eps >= 0 as PyTorch. eps = 0 is allowed: the output is then exactly standardized and the
+// Jacobian of xhat a projection (scaled by 1/std); a constant row or channel has variance 0
+// and gives 0 * inf = NaN (or +-inf where the computed mean rounds off the constant), as in
+// PyTorch (tests/test_norm_eps.cpp). The functional API (autograd/ops/norm.cpp) checks the same.
 inline void check_eps(double eps, const std::string& layer) {
   if (std::isnan(eps)) fail<ValueError>("{}: eps is NaN; it must be a number >= 0 (default 1e-5)", layer);
   if (eps < 0.0)

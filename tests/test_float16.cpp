@@ -36,7 +36,7 @@ TEST_CASE("float16: F16 exact values, ties to even, subnormals, overflow, inf an
   CHECK(to_f16(-2.0) == 0xC000);
   CHECK(to_f16(0.0) == 0x0000);
   CHECK(to_f16(-0.0) == 0x8000);
-  CHECK(to_f16(65504.0) == 0x7BFF);  // the largest finite F16
+  CHECK(to_f16(65504.0) == 0x7BFF);   // the largest finite F16
   CHECK(to_f16(65519.99) == 0x7BFF);  // below the midpoint to 2^16: rounds down
   CHECK(to_f16(65520.0) == 0x7C00);   // the midpoint: ties to even = 2^16, out of range: inf
   CHECK(to_f16(1e300) == 0x7C00);
@@ -54,8 +54,8 @@ TEST_CASE("float16: F16 exact values, ties to even, subnormals, overflow, inf an
   CHECK(to_f16(std::ldexp(1.0, -24)) == 0x0001);
   CHECK(to_f16(std::ldexp(1.0, -25)) == 0x0000);
   CHECK(to_f16(std::ldexp(1.0, -25) * (1 + 1e-9)) == 0x0001);
-  CHECK(to_f16(3 * std::ldexp(1.0, -25)) == 0x0002);  // 1.5 ulp: ties to even 2
-  CHECK(to_f16(std::ldexp(1.0, -14)) == 0x0400);       // the smallest normal
+  CHECK(to_f16(3 * std::ldexp(1.0, -25)) == 0x0002);                     // 1.5 ulp: ties to even 2
+  CHECK(to_f16(std::ldexp(1.0, -14)) == 0x0400);                         // the smallest normal
   CHECK(to_f16(std::ldexp(1.0, -14) - std::ldexp(1.0, -25)) == 0x0400);  // rounds up into the normals
   CHECK(to_f16(-std::ldexp(1.0, -30)) == 0x8000);
   CHECK(to_f16(std::numeric_limits<double>::denorm_min()) == 0x0000);
@@ -93,7 +93,8 @@ TEST_CASE("float16: F16 agrees with the compiler's binary16 on every pattern and
   ng::Generator g(17);
   for (int i = 0; i < 20000; ++i) {
     // Magnitudes from 2^-30 to 2^17: subnormals, normals and overflow.
-    const double x = (g.uniform() < 0.5 ? -1 : 1) * std::ldexp(1 + g.uniform(), static_cast<int>(g.uniform() * 47) - 30);
+    const double x =
+        (g.uniform() < 0.5 ? -1 : 1) * std::ldexp(1 + g.uniform(), static_cast<int>(g.uniform() * 47) - 30);
     REQUIRE(to_f16(x) == bits_of(static_cast<_Float16>(x)));
   }
 }

@@ -41,9 +41,10 @@ TEST_CASE("layers: a dtype option on every layer with parameters; float buffers 
   CHECK_THROWS_WITH_AS(BatchNorm2d(BatchNormOptions(3).dtype(DType::i64)), doctest::Contains(expect), DTypeError);
   CHECK_THROWS_WITH_AS(LayerNorm(LayerNormOptions({3}).dtype(DType::i64)), doctest::Contains("LayerNorm: dtype must"),
                        DTypeError);
-  CHECK_THROWS_WITH_AS(GroupNorm(GroupNormOptions(1, 3).dtype(DType::i64)), doctest::Contains("GroupNorm: dtype"), DTypeError);
-  CHECK_THROWS_WITH_AS(InstanceNorm2d(InstanceNormOptions(3).dtype(DType::i64)), doctest::Contains("InstanceNorm2d: dtype"),
+  CHECK_THROWS_WITH_AS(GroupNorm(GroupNormOptions(1, 3).dtype(DType::i64)), doctest::Contains("GroupNorm: dtype"),
                        DTypeError);
+  CHECK_THROWS_WITH_AS(InstanceNorm2d(InstanceNormOptions(3).dtype(DType::i64)),
+                       doctest::Contains("InstanceNorm2d: dtype"), DTypeError);
   CHECK_THROWS_WITH_AS(RMSNorm(RMSNormOptions({3}).dtype(DType::i64)), doctest::Contains("RMSNorm: dtype"), DTypeError);
   CHECK_THROWS_WITH_AS(Linear(2, 3, true, nullptr, DType::i64), doctest::Contains("Linear: dtype"), DTypeError);
   CHECK_THROWS_WITH_AS(Conv2d(1, 2, 3, 1, 0, 1, 1, true, nullptr, DType::i64), doctest::Contains("Conv2d: dtype"),

@@ -107,7 +107,8 @@ TEST_CASE("load_state_dict: shape mismatches are errors with strict=false too, e
   for (bool strict : {true, false}) {
     CAPTURE(strict);
     const std::string msg = message_of([&] { dst->load_state_dict(sd, strict); });
-    CHECK(msg.find("shape mismatch for '0.weight': [5, 3] in the state dict vs [4, 3] in the model") != std::string::npos);
+    CHECK(msg.find("shape mismatch for '0.weight': [5, 3] in the state dict vs [4, 3] in the model") !=
+          std::string::npos);
     CHECK(msg.find("shape mismatch for '1.running_var': [4, 1] in the state dict vs [4] in the model") !=
           std::string::npos);
     CHECK(snapshot(*dst) == untouched);
@@ -134,8 +135,9 @@ TEST_CASE("load_state_dict: BatchNorm num_batches_tracked missing loads 0, float
   const auto untouched = snapshot(*other);
   sd.back().second = scalar(2.5, DType::f64);
   const std::string msg = message_of([&] { other->load_state_dict(sd); });
-  CHECK(msg.find("'1.num_batches_tracked': float64 value 2.5 (element 0) is not a whole number for the model's int64") !=
-        std::string::npos);
+  CHECK(
+      msg.find("'1.num_batches_tracked': float64 value 2.5 (element 0) is not a whole number for the model's int64") !=
+      std::string::npos);
   CHECK(snapshot(*other) == untouched);
   sd.back().second = scalar(NAN, DType::f32);
   CHECK_THROWS_WITH_AS(other->load_state_dict(sd), doctest::Contains("value nan"), ValueError);
@@ -168,7 +170,8 @@ TEST_CASE("load_state_dict: mismatches that differ by a prefix get a hint, and L
   CHECK(outer.load_state_dict(src->state_dict(), LoadOptions{.add_prefix = "0."}).empty());
   // Replacing one prefix by another.
   const std::string msg3 = message_of([&] { outer.load_state_dict(wrapped); });
-  CHECK(msg3.find("with 'net.' replaced by '0.': load with LoadOptions{.strip_prefix = \"net.\", .add_prefix = \"0.\"}") !=
+  CHECK(msg3.find(
+            "with 'net.' replaced by '0.': load with LoadOptions{.strip_prefix = \"net.\", .add_prefix = \"0.\"}") !=
         std::string::npos);
   CHECK(outer.load_state_dict(wrapped, LoadOptions{.strip_prefix = "net.", .add_prefix = "0."}).empty());
   // No hint when nothing would match.
@@ -177,7 +180,7 @@ TEST_CASE("load_state_dict: mismatches that differ by a prefix get a hint, and L
   const NamedTensors mixed = strip_prefix({{"net.a", zeros({1})}, {"b", zeros({1})}}, "net.");
   CHECK(mixed[0].first == "a");
   CHECK(mixed[1].first == "b");
-  CHECK_THROWS_WITH_AS(
-      dst->load_state_dict({{"net.0.bias", zeros({4})}, {"0.bias", zeros({4})}}, LoadOptions{.strict = false, .strip_prefix = "net."}),
-      doctest::Contains("duplicate key '0.bias'"), ValueError);
+  CHECK_THROWS_WITH_AS(dst->load_state_dict({{"net.0.bias", zeros({4})}, {"0.bias", zeros({4})}},
+                                            LoadOptions{.strict = false, .strip_prefix = "net."}),
+                       doctest::Contains("duplicate key '0.bias'"), ValueError);
 }

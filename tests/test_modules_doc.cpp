@@ -90,7 +90,9 @@ TEST_CASE("docs/modules.md: every code block is a section of examples/write_a_mo
         found = true;
         ++used[name];
       }
-    CHECK_MESSAGE(found, "docs/modules.md has a code block that is not a section of examples/write_a_model.cpp:\n" << b);
+    CHECK_MESSAGE(found, "docs/modules.md has a code block that is not a section of examples/write_a_model.cpp:\n"
+                             << b);
   }
-  for (const auto& [name, s] : sections) CHECK_MESSAGE(used[name] == 1, "section '" << name << "' is not in docs/modules.md once");
+  for (const auto& [name, s] : sections)
+    CHECK_MESSAGE(used[name] == 1, "section '" << name << "' is not in docs/modules.md once");
 }

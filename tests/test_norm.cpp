@@ -495,8 +495,8 @@ TEST_CASE("batch_norm: errors") {
   CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 0.1, -1.0), doctest::Contains("batch_norm: eps must be >= 0"),
                        ValueError);
   CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 1.5),
-                       doctest::Contains("momentum must be in [0, 1]: got 1.5 (it weighs the new batch in running = "
-                                         "(1 - momentum) * running + momentum * batch; outside [0, 1]"),
+                       doctest::Contains("batch_norm: momentum must be in [0, 1] (the new batch's weight in running "
+                                         "stats): got 1.5"),
                        ValueError);
   CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, false), doctest::Contains("running_mean and running_var are required"),
                        ValueError);

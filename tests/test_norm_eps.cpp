@@ -70,8 +70,8 @@ TEST_CASE("norm eps = 0: standardized output, and the Jacobian of xhat is a proj
   const Tensor x3 = test::rnd({3, 4, 5}, 32);
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], {5}, {}, {}, 0.0); }, {x3}));
   CHECK_GRADCHECK(gradgradcheck([](const std::vector<Tensor>& v) { return layer_norm(v[0], {5}, {}, {}, 0.0); }, {x3}));
-  CHECK_GRADCHECK(gradcheck(
-      [](const std::vector<Tensor>& v) { return batch_norm(v[0], {}, {}, {}, {}, true, 0.1, 0.0); }, {x3}));
+  CHECK_GRADCHECK(
+      gradcheck([](const std::vector<Tensor>& v) { return batch_norm(v[0], {}, {}, {}, {}, true, 0.1, 0.0); }, {x3}));
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return group_norm(v[0], 2, {}, {}, 0.0); }, {x3}));
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return rms_norm(v[0], {5}, {}, 0.0); }, {x3}));
 }

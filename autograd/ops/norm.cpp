@@ -933,19 +933,9 @@ Tensor normalize_impl(const Tensor& x_in, const NormSpec& sp, const Tensor& weig
 
 // ---- argument checks shared by the functional API ------------------------------------------
 
-// eps >= 0, as PyTorch. eps = 0 is allowed: the output is then exactly standardized and the
-// Jacobian of xhat a projection (scaled by rstd); a constant row or channel has variance 0 and
-// gives 0 * inf = NaN (or +-inf where the computed mean rounds off the constant), as in PyTorch.
-void check_eps(double eps, const char* op) {
-  if (std::isnan(eps)) fail<ValueError>("{}: eps is NaN; it must be a number >= 0 (default 1e-5)", op);
-  if (eps < 0.0)
-    fail<ValueError>("{}: eps must be >= 0 (it is added to the variance under the square root): got {}", op, eps);
+void check_eps(double eps, const char* op) {  // >= 0 as PyTorch (eps = 0: see layers/norm_util.h); NaN refused
+  if (!(eps >= 0.0)) fail<ValueError>("{}: eps must be >= 0 (it is added to the variance): got {}", op, eps);
 }
-
-// Why momentum is checked although PyTorch does not check it.
-constexpr const char* kMomentumWhy =
-    "it weighs the new batch in running = (1 - momentum) * running + momentum * batch; outside [0, 1] the "
-    "running statistics are no longer an average of batch statistics and can grow without bound";
 
 void check_channel_vector(const Tensor& t, const char* what, std::int64_t C, const char* op) {
   if (t.defined() && t.shape() != Shape{C})
@@ -1038,7 +1028,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C) or (N, C, *): got {}", op, x.shape());
   check_eps(eps, op);
   if (momentum && !(*momentum >= 0.0 && *momentum <= 1.0))
-    fail<ValueError>("{}: momentum must be in [0, 1]: got {} ({})", op, *momentum, kMomentumWhy);
+    fail<ValueError>("{}: momentum must be in [0, 1] (the new batch's weight in running stats): got {}", op, *momentum);
   const auto [N, C, L] = ncl(x);
   check_channel_vector(weight, "weight", C, op);
   check_channel_vector(bias, "bias", C, op);
@@ -1102,7 +1092,7 @@ Tensor instance_norm(const Tensor& x, const Tensor& running_mean, const Tensor& 
   constexpr const char* op = "instance_norm";
   check_eps(eps, op);
   if (!(momentum >= 0.0 && momentum <= 1.0))
-    fail<ValueError>("{}: momentum must be in [0, 1]: got {} ({})", op, momentum, kMomentumWhy);
+    fail<ValueError>("{}: momentum must be in [0, 1] (the new batch's weight in running stats): got {}", op, momentum);
   if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C, *): got {}", op, x.shape());
   const auto [N, C, L] = ncl(x);
   check_channel_vector(weight, "weight", C, op);
