@@ -51,6 +51,12 @@ struct Comparer {
   }
 };
 
+// "input 2", or the caller's name for it.
+std::string input_label(const GradcheckOptions& opt, std::size_t i) {
+  if (i < opt.input_names.size() && !opt.input_names[i].empty()) return opt.input_names[i];
+  return fmt::format("input {}", i);
+}
+
 }  // namespace
 
 std::string GradcheckReport::to_string() const {
@@ -62,20 +68,21 @@ std::string GradcheckReport::to_string() const {
   if (!error.empty()) s += fmt::format("  error: {}\n", error);
   for (const auto& w : warnings) s += fmt::format("  warning: {}\n", w);
   for (const auto& r : inputs) {
+    const std::string label = r.name.empty() ? fmt::format("input {}", r.input) : r.name;
     if (!r.checked) {
-      s += fmt::format("  input {} {}: not checked (does not require grad)\n", r.input, r.shape);
+      s += fmt::format("  {} {}: not checked (does not require grad)\n", label, r.shape);
       continue;
     }
-    s += fmt::format("  input {} {}: {}{} max_abs_err={:.3g} max_rel_err={:.3g}", r.input, r.shape,
+    s += fmt::format("  {} {}: {}{} max_abs_err={:.3g} max_rel_err={:.3g}", label, r.shape,
                      r.passed ? "ok" : "MISMATCH", r.fast ? " (fast mode, v^T J u)" : "", r.max_abs_error,
                      r.max_rel_error);
     if (!r.fast && !r.worst_input_index.empty() && !r.worst_output_name.empty())
-      s += fmt::format("\n    worst: d {} / d in{}[{}]: analytic {:.10g} vs numeric {:.10g}", r.worst_output_name,
-                       r.input, fmt::join(r.worst_input_index, ", "), r.analytic, r.numeric);
+      s += fmt::format("\n    worst: d {} / d {}[{}]: analytic {:.10g} vs numeric {:.10g}", r.worst_output_name,
+                       r.name.empty() ? fmt::format("in{}", r.input) : r.name, fmt::join(r.worst_input_index, ", "), r.analytic, r.numeric);
     else if (!r.fast && !r.worst_input_index.empty())
-      s += fmt::format("\n    worst: d out[{}] / d in[{}]: analytic {:.10g} vs numeric {:.10g}",
-                       fmt::join(r.worst_output_index, ", "), fmt::join(r.worst_input_index, ", "), r.analytic,
-                       r.numeric);
+      s += fmt::format("\n    worst: d out[{}] / d {}[{}]: analytic {:.10g} vs numeric {:.10g}",
+                       fmt::join(r.worst_output_index, ", "), r.name.empty() ? std::string("in") : r.name,
+                       fmt::join(r.worst_input_index, ", "), r.analytic, r.numeric);
     else if (!r.fast && r.worst_output_index.empty() && !r.worst_input_index.empty())
       s += fmt::format("\n    worst: in[{}]: analytic {:.10g} vs numeric {:.10g}", fmt::join(r.worst_input_index, ", "),
                        r.analytic, r.numeric);
@@ -108,16 +115,17 @@ GradcheckReport check_jacobians(const GradcheckFn& fn, const std::vector<Tensor>
     const Tensor& x = inputs[i];
     if (!x.defined() || !x.requires_grad()) continue;
     any = true;
-    if (!x.is_leaf()) return refuse(fmt::format("input {} is not a leaf tensor (made by '{}'); pass leaves", i, x.grad_fn()->op));
-    if (!x.is_contiguous()) return refuse(fmt::format("input {} {} is not contiguous", i, x.shape()));
+    const std::string label = input_label(opt, i);
+    if (!x.is_leaf()) return refuse(fmt::format("{} is not a leaf tensor (made by '{}'); pass leaves", label, x.grad_fn()->op));
+    if (!x.is_contiguous()) return refuse(fmt::format("{} {} is not contiguous", label, x.shape()));
     if (x.dtype() == DType::f32) {
       if (!opt.allow_float32)
         return refuse(fmt::format(
-            "input {} is float32. Central differences need float64: with eps={:g} a float32 perturbation is at "
+            "{} is float32. Central differences need float64: with eps={:g} a float32 perturbation is at "
             "the rounding level of float32 (~1e-7 relative), so the numeric derivative has almost no correct "
             "digits. Convert the inputs with .to(DType::f64), or set allow_float32 and loosen eps/atol/rtol.",
-            i, opt.eps));
-      rep.warnings.push_back(fmt::format("input {} is float32: expect large finite-difference errors", i));
+            label, opt.eps));
+      rep.warnings.push_back(fmt::format("{} is float32: expect large finite-difference errors", label));
     }
   }
   if (!any) return refuse("no input requires grad: nothing to check");
@@ -135,7 +143,7 @@ GradcheckReport check_jacobians(const GradcheckFn& fn, const std::vector<Tensor>
   if (!is_floating(y.dtype())) return refuse(fmt::format("fn returned a {} tensor", y.dtype()));
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].defined() && values(inputs[i]) != before[i])
-      return refuse(fmt::format("fn modified input {} in place; gradcheck needs a pure function", i));
+      return refuse(fmt::format("fn modified {} in place; gradcheck needs a pure function", input_label(opt, i)));
   if (!y.requires_grad() && !constant_output_ok)
     return refuse("the output does not require grad: fn is not differentiable in its inputs");
   if (opt.check_determinism) {
@@ -151,6 +159,7 @@ GradcheckReport check_jacobians(const GradcheckFn& fn, const std::vector<Tensor>
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     GradcheckInputReport r;
     r.input = i;
+    if (i < opt.input_names.size()) r.name = opt.input_names[i];
     if (!inputs[i].defined()) {
       rep.inputs.push_back(r);
       continue;
@@ -306,7 +315,10 @@ GradcheckReport gradgradcheck(const GradcheckFn& fn, const std::vector<Tensor>& 
     for (std::size_t k = 0; k < wrt.size(); ++k) {
       const Tensor& xk = inputs[wrt[k]];
       if (flat < xk.numel()) {
-        r.worst_output_name = fmt::format("(d<v,fn>/d in{})[{}]", wrt[k], fmt::join(unravel(flat, xk.shape()), ", "));
+        const std::string in = wrt[k] < opt.input_names.size() && !opt.input_names[wrt[k]].empty()
+                                   ? opt.input_names[wrt[k]]
+                                   : fmt::format("in{}", wrt[k]);
+        r.worst_output_name = fmt::format("(d<v,fn>/d {})[{}]", in, fmt::join(unravel(flat, xk.shape()), ", "));
         break;
       }
       flat -= xk.numel();

@@ -32,10 +32,14 @@ struct GradcheckOptions {
   bool allow_float32 = false;       // float32 inputs are refused unless this is set
   bool check_determinism = true;    // fn(x) twice must give the same output
   std::uint64_t seed = 0;           // for fast mode's random projections
+  // Names of the inputs in reports and errors ("input 2" when empty or missing); the
+  // module-level check (layers/module.h) names the parameters by their state_dict keys.
+  std::vector<std::string> input_names{};
 };
 
 struct GradcheckInputReport {
   std::size_t input = 0;  // position in the inputs list
+  std::string name;       // "input 0", or its name from GradcheckOptions::input_names ("0.weight")
   Shape shape;
   bool checked = false;  // false: the input does not require grad
   bool passed = true;

@@ -98,7 +98,7 @@ Tensor sync_batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor
                        C, t->shape(), t->dtype());
   if (running_mean.defined() && !momentum && !num_batches_tracked.defined())
     fail<ValueError>("sync_batch_norm: momentum = None (cumulative average) needs num_batches_tracked");
-  if (!(eps > 0)) fail<ValueError>("sync_batch_norm: eps must be > 0: got {}", eps);
+  if (!(eps >= 0)) fail<ValueError>("sync_batch_norm: eps must be >= 0 (it is added to the variance): got {}", eps);
 
   // Forward, 1: local moments, gathered from every rank, merged in rank order.
   const NormSpec sp = NormSpec::batch(N, C, L);

@@ -22,6 +22,7 @@
 #include "autograd/error.h"
 #include "autograd/tape.h"
 #include "io/file_check.h"
+#include "io/float16.h"
 
 namespace ng::io {
 
@@ -42,12 +43,40 @@ std::string_view st_dtype(DType d) {
   return "?";
 }
 
-bool parse_st_dtype(const std::string& s, DType& d) {
-  if (s == "F32") d = DType::f32;
-  else if (s == "F64") d = DType::f64;
-  else if (s == "I64") d = DType::i64;
-  else return false;
-  return true;
+// The dtypes a file may hold, and the normgrad dtype each one is read into: every value
+// converts exactly (F16 and BF16 are floats; the integers and BOOL fit in int64, except
+// U64 values above 2^63 - 1, which are refused).
+enum class Stored { F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL };
+struct StoredType {
+  Stored kind;
+  std::string_view name;
+  std::uint64_t size;  // bytes per element
+  DType dtype;         // read into
+};
+constexpr StoredType kStoredTypes[] = {
+    {Stored::F64, "F64", 8, DType::f64},  {Stored::F32, "F32", 4, DType::f32},  {Stored::F16, "F16", 2, DType::f32},
+    {Stored::BF16, "BF16", 2, DType::f32}, {Stored::I64, "I64", 8, DType::i64},  {Stored::I32, "I32", 4, DType::i64},
+    {Stored::I16, "I16", 2, DType::i64},  {Stored::I8, "I8", 1, DType::i64},    {Stored::U64, "U64", 8, DType::i64},
+    {Stored::U32, "U32", 4, DType::i64},  {Stored::U16, "U16", 2, DType::i64},  {Stored::U8, "U8", 1, DType::i64},
+    {Stored::BOOL, "BOOL", 1, DType::i64},
+};
+constexpr std::string_view kStoredNames = "F64, F32, F16, BF16, I64, I32, I16, I8, U64, U32, U16, U8, BOOL";
+
+const StoredType* find_stored(const std::string& s) {
+  for (const auto& t : kStoredTypes)
+    if (t.name == s) return &t;
+  return nullptr;
+}
+
+std::string_view format_name(FloatFormat f) {
+  switch (f) {
+    case FloatFormat::keep: return "keep";
+    case FloatFormat::F64: return "F64";
+    case FloatFormat::F32: return "F32";
+    case FloatFormat::F16: return "F16";
+    case FloatFormat::BF16: return "BF16";
+  }
+  return "?";
 }
 
 const char* raw_bytes(const Tensor& t) {
@@ -129,7 +158,7 @@ void read_exact(std::FILE* f, void* dst, std::size_t n, const std::string& path,
 
 struct Entry {
   std::string name;
-  DType dtype;
+  const StoredType* stored;
   Shape shape;
   std::uint64_t begin, end;
 };
@@ -141,11 +170,12 @@ struct Entry {
 // One header entry, checked against the data section size.
 Entry parse_entry(const std::string& name, const json& v, std::uint64_t data_size, const std::string& path) {
   if (!v.is_object()) bad_entry(path, name, "the entry is not a JSON object");
-  Entry e{name, DType::f32, {}, 0, 0};
+  Entry e{name, nullptr, {}, 0, 0};
   const auto dt = v.find("dtype");
   if (dt == v.end() || !dt->is_string()) bad_entry(path, name, "missing \"dtype\" string");
-  if (!parse_st_dtype(dt->get<std::string>(), e.dtype))
-    bad_entry(path, name, fmt::format("unsupported dtype '{}' (normgrad reads F32, F64, I64)", dt->get<std::string>()));
+  e.stored = find_stored(dt->get<std::string>());
+  if (!e.stored)
+    bad_entry(path, name, fmt::format("unsupported dtype '{}' (normgrad reads {})", dt->get<std::string>(), kStoredNames));
 
   const auto sh = v.find("shape");
   if (sh == v.end() || !sh->is_array()) bad_entry(path, name, "missing \"shape\" list");
@@ -184,14 +214,18 @@ Entry parse_entry(const std::string& name, const json& v, std::uint64_t data_siz
     bad_entry(path, name, "\"data_offsets\" must be a list of two non-negative integers");
   e.begin = (*off)[0].get<std::uint64_t>();
   e.end = (*off)[1].get<std::uint64_t>();
-  if (e.begin > e.end || e.end > data_size)
+  if (e.begin > e.end)
+    bad_entry(path, name, fmt::format("data_offsets [{}, {}] end before they begin", e.begin, e.end));
+  if (e.end > data_size)
     bad_entry(path, name,
-              fmt::format("data_offsets [{}, {}] outside the data section of {} bytes", e.begin, e.end, data_size));
-  const std::uint64_t item = dtype_size(e.dtype);
+              fmt::format("truncated: data_offsets [{}, {}] reach past the end of the file, whose data section has "
+                          "{} bytes",
+                          e.begin, e.end, data_size));
+  const std::uint64_t item = e.stored->size;
   if (too_big || numel * item != e.end - e.begin)
     bad_entry(path, name,
               fmt::format("shape {} of dtype {} does not match data_offsets [{}, {}] ({} bytes)", e.shape,
-                          st_dtype(e.dtype), e.begin, e.end, e.end - e.begin));
+                          e.stored->name, e.begin, e.end, e.end - e.begin));
   return e;
 }
 
@@ -212,39 +246,118 @@ Metadata with_format(Metadata m) {
 
 bool has_optimizer_prefix(const std::string& name) { return name.starts_with(kOptimizerPrefix); }
 
-// Compares the file's model tensors with the module's state_dict, lists every problem in
-// one ValueError, then copies the values in.
-void load_into(const std::string& path, const NamedTensors& file_tensors, nn::Module& module, std::string_view op) {
-  const NamedTensors mine = module.state_dict();
-  std::map<std::string, const Tensor*> in_file;
+// Loads the file's model tensors (not the "optimizer." ones) with the module's rules
+// (nn::Module::load_state_dict); a mismatch names the operation and the file.
+nn::IncompatibleKeys load_into(const std::string& path, const NamedTensors& file_tensors, nn::Module& module,
+                               std::string_view op, const nn::LoadOptions& opt) {
+  NamedTensors model_part;
   for (const auto& [name, t] : file_tensors)
-    if (!has_optimizer_prefix(name)) in_file.emplace(name, &t);
-  std::vector<std::string> problems;
-  NamedTensors to_load;
-  for (const auto& [name, t] : mine) {
-    const auto it = in_file.find(name);
-    if (it == in_file.end()) {
-      problems.push_back(fmt::format("missing key '{}' (the model has {} {})", name, t.shape(), t.dtype()));
-      continue;
-    }
-    const Tensor& f = *it->second;
-    if (f.shape() != t.shape())
-      problems.push_back(fmt::format("'{}': shape {} in the file vs {} in the model", name, f.shape(), t.shape()));
-    if (f.dtype() != t.dtype())
-      problems.push_back(fmt::format("'{}': dtype {} in the file vs {} in the model", name, f.dtype(), t.dtype()));
-    to_load.emplace_back(name, f);
-    in_file.erase(it);
+    if (!has_optimizer_prefix(name)) model_part.emplace_back(name, t);
+  try {
+    return module.load_state_dict(model_part, opt);
+  } catch (const ValueError& e) {
+    fail<ValueError>("{}: '{}': {}", op, path, e.what());
   }
-  for (const auto& [name, t] : in_file) problems.push_back(fmt::format("unexpected key '{}'", name));
-  if (!problems.empty())
-    fail<ValueError>("{}: '{}' does not match the {} model: {} problem(s):\n  {}", op, path, module.type_name(),
-                     problems.size(), fmt::join(problems, "\n  "));
-  module.load_state_dict(to_load);
+}
+
+// Reads the entry's bytes (the file is positioned at them) into a new tensor of the dtype
+// it is read into, converting element by element where the stored type differs.
+Tensor read_tensor(std::FILE* f, const Entry& e, const std::string& path) {
+  Tensor t = empty(e.shape, e.stored->dtype);
+  const std::string what = fmt::format("data of '{}'", e.name);
+  const std::uint64_t bytes = e.end - e.begin;
+  const Stored k = e.stored->kind;
+  if (k == Stored::F64 || k == Stored::F32 || k == Stored::I64) {  // the in-memory layout: read in place
+    read_exact(f, const_cast<char*>(raw_bytes(t)), bytes, path, what);
+    return t;
+  }
+  std::vector<unsigned char> raw(static_cast<std::size_t>(bytes));
+  read_exact(f, raw.data(), raw.size(), path, what);
+  const auto n = static_cast<std::size_t>(t.numel());
+  auto element = [&]<class S>(S, std::size_t i) {
+    S v;
+    std::memcpy(&v, raw.data() + i * sizeof(S), sizeof(S));
+    return v;
+  };
+  if (k == Stored::F16 || k == Stored::BF16) {
+    float* out = t.data<float>();
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto h = element(std::uint16_t{}, i);
+      out[i] = k == Stored::F16 ? f16_to_float(h) : bf16_to_float(h);
+    }
+    return t;
+  }
+  std::int64_t* out = t.data<std::int64_t>();
+  auto widen = [&]<class S>(S tag) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<std::int64_t>(element(tag, i));
+  };
+  switch (k) {
+    case Stored::I32: widen(std::int32_t{}); break;
+    case Stored::I16: widen(std::int16_t{}); break;
+    case Stored::I8: widen(std::int8_t{}); break;
+    case Stored::U32: widen(std::uint32_t{}); break;
+    case Stored::U16: widen(std::uint16_t{}); break;
+    case Stored::U8: widen(std::uint8_t{}); break;
+    case Stored::U64:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto v = element(std::uint64_t{}, i);
+        if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+          bad_entry(path, e.name, fmt::format("U64 value {} (element {}) does not fit in int64", v, i));
+        out[i] = static_cast<std::int64_t>(v);
+      }
+      break;
+    case Stored::BOOL:
+      for (std::size_t i = 0; i < n; ++i) {
+        const auto v = element(std::uint8_t{}, i);
+        if (v > 1) bad_entry(path, e.name, fmt::format("BOOL byte {} (element {}) is neither 0 nor 1", v, i));
+        out[i] = v;
+      }
+      break;
+    default: break;
+  }
+  return t;
+}
+
+// A floating tensor in the requested file format: its bytes in `storage` (kept alive by the
+// caller until written). Finite values that the format cannot hold are refused.
+std::string_view convert_for_file(const std::string& name, const Tensor& c, FloatFormat fmt_,
+                                  std::vector<unsigned char>& storage) {
+  const auto v = c.to_vector();
+  const std::size_t n = v.size();
+  auto overflow = [&](double x) {
+    fail<ValueError>("save_safetensors: tensor '{}': value {} is finite but overflows {} (largest {}){}", name, x,
+                     format_name(fmt_),
+                     fmt_ == FloatFormat::F16 ? "65504" : fmt_ == FloatFormat::BF16 ? "3.39e38" : "3.40e38",
+                     fmt_ == FloatFormat::F16 ? "; BF16 has float32's range" : "; keep the tensor's dtype");
+  };
+  if (fmt_ == FloatFormat::F16 || fmt_ == FloatFormat::BF16) {
+    storage.resize(n * 2);
+    for (std::size_t i = 0; i < n; ++i) {
+      const bool f16 = fmt_ == FloatFormat::F16;
+      const std::uint16_t h = f16 ? to_f16(v[i]) : to_bf16(v[i]);
+      if (std::isfinite(v[i]) && std::isinf(f16 ? f16_to_float(h) : bf16_to_float(h))) overflow(v[i]);
+      std::memcpy(storage.data() + 2 * i, &h, 2);
+    }
+    return format_name(fmt_);
+  }
+  if (fmt_ == FloatFormat::F32) {
+    storage.resize(n * 4);
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto x = static_cast<float>(v[i]);
+      if (std::isfinite(v[i]) && !std::isfinite(x)) overflow(v[i]);
+      std::memcpy(storage.data() + 4 * i, &x, 4);
+    }
+    return "F32";
+  }
+  storage.resize(n * 8);  // F64: exact
+  if (n > 0) std::memcpy(storage.data(), v.data(), n * 8);
+  return "F64";
 }
 
 }  // namespace
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata) {
+void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata,
+                      const SaveOptions& options) {
   check_names(tensors, "save_safetensors");
   json header = json::object();
   if (!metadata.empty()) {
@@ -253,14 +366,24 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
     header["__metadata__"] = std::move(meta);
   }
   std::vector<Tensor> contiguous;  // keeps copies of strided tensors alive while writing
+  std::vector<std::vector<unsigned char>> converted(tensors.size());  // floats in options.float_format
   std::vector<Piece> pieces(2);    // [header length, header] then the data
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, t] = tensors[i];
     Tensor c = t.detach().contiguous();
-    const std::uint64_t bytes = static_cast<std::uint64_t>(c.numel()) * dtype_size(c.dtype());
-    header[name] = {{"dtype", std::string(st_dtype(c.dtype()))}, {"shape", c.shape().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    std::string_view dtype = st_dtype(c.dtype());
+    const char* data = raw_bytes(c);
+    std::uint64_t bytes = static_cast<std::uint64_t>(c.numel()) * dtype_size(c.dtype());
+    if (options.float_format != FloatFormat::keep && is_floating(c.dtype()) &&
+        format_name(options.float_format) != dtype) {
+      dtype = convert_for_file(name, c, options.float_format, converted[i]);
+      data = reinterpret_cast<const char*>(converted[i].data());
+      bytes = converted[i].size();
+    }
+    header[name] = {{"dtype", std::string(dtype)}, {"shape", c.shape().vec()}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
-    if (bytes > 0) pieces.push_back({raw_bytes(c), static_cast<std::size_t>(bytes)});
+    if (bytes > 0) pieces.push_back({data, static_cast<std::size_t>(bytes)});
     contiguous.push_back(std::move(c));
   }
   std::string text = header.dump();
@@ -337,23 +460,26 @@ SafetensorsContents load_safetensors(const std::string& path) {
   if (pos != data_size)
     fail<IOError>("load_safetensors: '{}': {} bytes of data after the last tensor", path, data_size - pos);
 
-  // Sequential reads straight into the tensors: total allocation == the data section size.
+  // Sequential reads, straight into the tensors when the stored type is the in-memory one.
+  // The tensors total at most 8 times the data section (BOOL and U8 widen to int64).
   for (const Entry& e : entries) {
-    Tensor t = empty(e.shape, e.dtype);
-    read_exact(f, const_cast<char*>(raw_bytes(t)), e.end - e.begin, path, fmt::format("data of '{}'", e.name));
-    out.tensors.emplace_back(e.name, std::move(t));
+    out.tensors.emplace_back(e.name, read_tensor(f, e, path));
+    out.stored_dtypes.emplace(e.name, e.stored->name);
   }
   return out;
 }
 
-void save_module(const std::string& path, const nn::Module& module, const Metadata& metadata) {
-  save_safetensors(path, module.state_dict(), with_format(metadata));
+void save_module(const std::string& path, const nn::Module& module, const Metadata& metadata,
+                 const SaveOptions& options) {
+  save_safetensors(path, module.state_dict(), with_format(metadata), options);
 }
 
-Metadata load_module(const std::string& path, nn::Module& module) {
+LoadedModule load_module(const std::string& path, nn::Module& module, const nn::LoadOptions& options) {
   SafetensorsContents c = load_safetensors(path);
-  load_into(path, c.tensors, module, "load_module");
-  return std::move(c.metadata);
+  LoadedModule out;
+  out.keys = load_into(path, c.tensors, module, "load_module", options);
+  out.metadata = std::move(c.metadata);
+  return out;
 }
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const NamedTensors& optimizer_state,
@@ -368,10 +494,10 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const Nam
   save_safetensors(path, all, with_format(metadata));
 }
 
-Checkpoint load_checkpoint(const std::string& path, nn::Module& model) {
+Checkpoint load_checkpoint(const std::string& path, nn::Module& model, const nn::LoadOptions& options) {
   SafetensorsContents c = load_safetensors(path);
-  load_into(path, c.tensors, model, "load_checkpoint");
   Checkpoint out;
+  out.keys = load_into(path, c.tensors, model, "load_checkpoint", options);
   out.metadata = std::move(c.metadata);
   for (auto& [name, t] : c.tensors) {
     if (has_optimizer_prefix(name)) out.optimizer.emplace_back(name.substr(kOptimizerPrefix.size()), std::move(t));

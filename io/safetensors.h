@@ -4,12 +4,19 @@
 //   8 bytes     N, the header length, unsigned little-endian
 //   N bytes     a JSON object, padded with spaces to a multiple of 8:
 //                 {"__metadata__": {"key": "value", ...},                 (optional, strings only)
-//                  "<name>": {"dtype": "F32" | "F64" | "I64",
+//                  "<name>": {"dtype": "F64" | "F32" | "F16" | "BF16" | "I64" | ... (below),
 //                             "shape": [d0, d1, ...],                    ([] for a 0-d tensor)
 //                             "data_offsets": [begin, end]}, ...}
 //   the rest    the data section: each tensor's raw little-endian row-major bytes, at
 //               [begin, end) relative to the start of the data section. Tensors are packed
 //               in order, without gaps.
+//
+// Dtypes read: F64 and F32 as they are; F16 and BF16 into float32 (exact, io/float16.h);
+// I64, I32, I16, I8, U64, U32, U16, U8 and BOOL into int64 (exact; a U64 value above 2^63 - 1
+// and a BOOL byte other than 0 or 1 are refused). load_module then converts each value to
+// the model's dtype. Written: F64, F32, I64 as the tensors are, or the floating tensors in
+// the format SaveOptions::float_format asks for (F16 and BF16 rounded to nearest, ties to
+// even; a finite value the format cannot hold is a ValueError, never a silent inf).
 //
 // Writing is atomic: the bytes go to "<path>.tmp.<pid>", are flushed to disk (fsync), and the
 // temporary file is renamed over <path>, then the directory is synced. A failure at any step
@@ -19,8 +26,9 @@
 // file and at most 100 MB, the header a JSON object, each entry's dtype known, its shape a
 // list of non-negative integers whose product times the item size equals end - begin, the
 // offsets inside the data section, and the tensors must tile the data section exactly (no
-// overlap, no gap, nothing after the last). Allocations never exceed the file's size. Any
-// violation is an ng::IOError naming the file and the problem.
+// overlap, no gap, nothing after the last); a tensor reaching past the end of the file is
+// reported as "truncated". Allocations never exceed 8 times the file's size (the tensors
+// read, BOOL widened to int64). Any violation is an ng::IOError naming the file and the problem.
 //
 // ---- Layout of normgrad's files ------------------------------------------------------------
 // Model (save_module): the module's state_dict() under PyTorch's key names
@@ -59,33 +67,51 @@ inline constexpr std::string_view kOptimizerPrefix = "optimizer.";
 struct SafetensorsContents {
   NamedTensors tensors;  // in file order (by data offset), i.e. the order they were saved in
   Metadata metadata;
+  std::map<std::string, std::string> stored_dtypes;  // each tensor's dtype in the file: "F16", "I64", ...
+};
+
+// The file dtype of floating tensors: as they are (keep), or converted.
+enum class FloatFormat { keep, F64, F32, F16, BF16 };
+struct SaveOptions {
+  FloatFormat float_format = FloatFormat::keep;  // int64 tensors are always written as I64
 };
 
 // Writes the tensors (float32, float64 or int64; any strides; names unique, non-empty,
-// not "__metadata__") and metadata, atomically. Throws ValueError for bad names, IOError
-// when the file cannot be written.
-void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {});
+// not "__metadata__") and metadata, atomically. Throws ValueError for bad names or a value
+// the requested float format cannot hold, IOError when the file cannot be written.
+void save_safetensors(const std::string& path, const NamedTensors& tensors, const Metadata& metadata = {},
+                      const SaveOptions& options = {});
 // Reads and validates a whole file (see above).
 SafetensorsContents load_safetensors(const std::string& path);
 
 // The module's state_dict() (parameters and buffers) with metadata {"format": "pt"} added.
-void save_module(const std::string& path, const nn::Module& module, const Metadata& metadata = {});
+// SaveOptions{.float_format = FloatFormat::BF16} halves the file (num_batches_tracked stays I64).
+void save_module(const std::string& path, const nn::Module& module, const Metadata& metadata = {},
+                 const SaveOptions& options = {});
+
+struct LoadedModule {
+  Metadata metadata;          // the file's metadata
+  nn::IncompatibleKeys keys;  // what was not loaded (always empty with strict = true)
+};
 // Loads a file saved by save_module (or PyTorch's safetensors.torch.save_file of a state_dict)
-// into the module. Every state_dict key must be present with the model's shape and dtype, and
-// no other key may be present (except "optimizer." entries); otherwise nothing is loaded and
-// one ng::ValueError lists every problem. Returns the file's metadata.
-Metadata load_module(const std::string& path, nn::Module& module);
+// into the module with PyTorch's load_state_dict rules (nn::Module::load_state_dict): values
+// convert to the model's dtype, a shape mismatch is an error, strict decides whether missing
+// and unexpected keys are errors or returned, prefixes can be stripped or added. "optimizer."
+// entries are skipped. On any problem one ng::ValueError names the file and lists them all,
+// and the module is unchanged.
+LoadedModule load_module(const std::string& path, nn::Module& module, const nn::LoadOptions& options = {});
 
 struct Checkpoint {
   NamedTensors model;      // as in the file (state_dict names)
   NamedTensors optimizer;  // with the "optimizer." prefix removed: "state.0.exp_avg", ...
   Metadata metadata;
+  nn::IncompatibleKeys keys;  // model keys not loaded (strict = false only)
 };
 // A training checkpoint: model, optimizer tensors and metadata in one file (layout above).
 void save_checkpoint(const std::string& path, const nn::Module& model, const NamedTensors& optimizer_state,
                      const Metadata& metadata = {});
 // Loads the model part into `model` (with load_module's checks) and returns everything,
 // so the caller can hand `optimizer` and `metadata` to the optimizer and the data loader.
-Checkpoint load_checkpoint(const std::string& path, nn::Module& model);
+Checkpoint load_checkpoint(const std::string& path, nn::Module& model, const nn::LoadOptions& options = {});
 
 }  // namespace ng::io

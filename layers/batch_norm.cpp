@@ -7,20 +7,25 @@ namespace ng::nn {
 BatchNormBase::BatchNormBase(BatchNormOptions opt, const char* name) : opt_(opt) {
   detail::check_positive(opt.num_features(), "num_features", name);
   detail::check_eps(opt.eps(), name);
+  detail::check_param_dtype(opt.dtype(), name);
   detail::check_momentum(opt.momentum(), name);
   const Shape C{opt.num_features()};
   if (opt.affine()) {
-    weight = register_parameter("weight", ones(C));
-    bias = register_parameter("bias", zeros(C));
+    weight = register_parameter("weight", ones(C, opt.dtype()));
+    bias = register_parameter("bias", zeros(C, opt.dtype()));
   } else {
     register_parameter("weight", Tensor());  // registered as None, as PyTorch
     register_parameter("bias", Tensor());
   }
   if (opt.track_running_stats()) {
-    running_mean = register_buffer("running_mean", zeros(C));
-    running_var = register_buffer("running_var", ones(C));
+    running_mean = register_buffer("running_mean", zeros(C, opt.dtype()));
+    running_var = register_buffer("running_var", ones(C, opt.dtype()));
     num_batches_tracked = register_buffer("num_batches_tracked", scalar(0, DType::i64));
   }
+}
+
+void BatchNormBase::upgrade_state_dict(const std::string& prefix, std::map<std::string, Tensor>& entries) const {
+  if (num_batches_tracked.defined()) entries.try_emplace(prefix + "num_batches_tracked", scalar(0, DType::i64));
 }
 
 void BatchNormBase::reset_running_stats() {

@@ -27,6 +27,8 @@ struct BatchNormOptions {
   BatchNormOptions& momentum(std::optional<double> v) { momentum_ = v; return *this; }
   BatchNormOptions& affine(bool v) { affine_ = v; return *this; }
   BatchNormOptions& track_running_stats(bool v) { track_running_stats_ = v; return *this; }
+  DType dtype() const { return dtype_; }
+  BatchNormOptions& dtype(DType v) { dtype_ = v; return *this; }  // of the parameters and float buffers
 
  private:
   std::int64_t num_features_;
@@ -34,6 +36,7 @@ struct BatchNormOptions {
   std::optional<double> momentum_ = 0.1;  // weight of the new batch (PyTorch's convention)
   bool affine_ = true;
   bool track_running_stats_ = true;
+  DType dtype_ = DType::f32;
 };
 
 class BatchNormBase : public Module {
@@ -49,6 +52,8 @@ class BatchNormBase : public Module {
 
  protected:
   BatchNormBase(BatchNormOptions opt, const char* name);
+  // A state dict without num_batches_tracked (written before PyTorch 0.4.1) loads it as 0.
+  void upgrade_state_dict(const std::string& prefix, std::map<std::string, Tensor>& entries) const override;
   // Throws unless x has an accepted rank; returns the name of "values per channel" (N*L, N*H*W).
   virtual const char* check_rank(const Tensor& x) const = 0;
 

@@ -19,6 +19,7 @@ Conv2d::Conv2d(std::int64_t in, std::int64_t out, Size2 k, Size2 s, Size2 p, Siz
   if (s.h <= 0 || s.w <= 0) fail<ValueError>("Conv2d: stride must be positive, got {}", detail::py_tuple(s));
   if (p.h < 0 || p.w < 0) fail<ValueError>("Conv2d: padding must be non-negative, got {}", detail::py_tuple(p));
   if (d.h <= 0 || d.w <= 0) fail<ValueError>("Conv2d: dilation must be positive, got {}", detail::py_tuple(d));
+  detail::check_param_dtype(dtype, "Conv2d");
   weight = register_parameter("weight", empty({out, in / g, k.h, k.w}, dtype));
   if (has_bias) bias = register_parameter("bias", empty({out}, dtype));
   else register_parameter("bias", Tensor());

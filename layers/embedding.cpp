@@ -13,6 +13,7 @@ Embedding::Embedding(std::int64_t num, std::int64_t dim, std::optional<std::int6
       fail<IndexError>("Embedding: padding_idx must be within [-{}, {}), got {}", num, num, *pad);
     padding_idx = *pad < 0 ? *pad + num : *pad;
   }
+  detail::check_param_dtype(dtype, "Embedding");
   weight = register_parameter("weight", empty({num, dim}, dtype));
   init::normal_(weight, 0.0, 1.0, gen);
   if (padding_idx) {

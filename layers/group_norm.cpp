@@ -11,9 +11,10 @@ GroupNorm::GroupNorm(GroupNormOptions opt) : opt_(opt) {
     fail<ValueError>("GroupNorm: num_channels must be divisible by num_groups: {} channels vs {} groups",
                      opt.num_channels(), opt.num_groups());
   detail::check_eps(opt.eps(), "GroupNorm");
+  detail::check_param_dtype(opt.dtype(), "GroupNorm");
   const Shape C{opt.num_channels()};
-  weight = register_parameter("weight", opt.affine() ? ones(C) : Tensor());
-  bias = register_parameter("bias", opt.affine() ? zeros(C) : Tensor());
+  weight = register_parameter("weight", opt.affine() ? ones(C, opt.dtype()) : Tensor());
+  bias = register_parameter("bias", opt.affine() ? zeros(C, opt.dtype()) : Tensor());
 }
 
 std::string GroupNorm::extra_repr() const {
@@ -32,15 +33,20 @@ Tensor GroupNorm::forward(const Tensor& x) {
 InstanceNorm2d::InstanceNorm2d(InstanceNormOptions opt) : opt_(opt) {
   detail::check_positive(opt.num_features(), "num_features", "InstanceNorm2d");
   detail::check_eps(opt.eps(), "InstanceNorm2d");
+  detail::check_param_dtype(opt.dtype(), "InstanceNorm2d");
   detail::check_momentum(opt.momentum(), "InstanceNorm2d");
   const Shape C{opt.num_features()};
-  weight = register_parameter("weight", opt.affine() ? ones(C) : Tensor());
-  bias = register_parameter("bias", opt.affine() ? zeros(C) : Tensor());
+  weight = register_parameter("weight", opt.affine() ? ones(C, opt.dtype()) : Tensor());
+  bias = register_parameter("bias", opt.affine() ? zeros(C, opt.dtype()) : Tensor());
   if (opt.track_running_stats()) {
-    running_mean = register_buffer("running_mean", zeros(C));
-    running_var = register_buffer("running_var", ones(C));
+    running_mean = register_buffer("running_mean", zeros(C, opt.dtype()));
+    running_var = register_buffer("running_var", ones(C, opt.dtype()));
     num_batches_tracked = register_buffer("num_batches_tracked", scalar(0, DType::i64));
   }
+}
+
+void InstanceNorm2d::upgrade_state_dict(const std::string& prefix, std::map<std::string, Tensor>& entries) const {
+  if (num_batches_tracked.defined()) entries.try_emplace(prefix + "num_batches_tracked", scalar(0, DType::i64));
 }
 
 std::string InstanceNorm2d::extra_repr() const {

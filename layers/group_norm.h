@@ -20,11 +20,14 @@ struct GroupNormOptions {
   bool affine() const { return affine_; }
   GroupNormOptions& eps(double v) { eps_ = v; return *this; }
   GroupNormOptions& affine(bool v) { affine_ = v; return *this; }
+  DType dtype() const { return dtype_; }
+  GroupNormOptions& dtype(DType v) { dtype_ = v; return *this; }  // of the parameters and float buffers
 
  private:
   std::int64_t num_groups_, num_channels_;
   double eps_ = 1e-5;
   bool affine_ = true;
+  DType dtype_ = DType::f32;
 };
 
 // Input (N, C, *).
@@ -55,6 +58,8 @@ struct InstanceNormOptions {
   InstanceNormOptions& momentum(double v) { momentum_ = v; return *this; }
   InstanceNormOptions& affine(bool v) { affine_ = v; return *this; }
   InstanceNormOptions& track_running_stats(bool v) { track_running_stats_ = v; return *this; }
+  DType dtype() const { return dtype_; }
+  InstanceNormOptions& dtype(DType v) { dtype_ = v; return *this; }  // of the parameters and float buffers
 
  private:
   std::int64_t num_features_;
@@ -62,6 +67,7 @@ struct InstanceNormOptions {
   double momentum_ = 0.1;
   bool affine_ = false;
   bool track_running_stats_ = false;
+  DType dtype_ = DType::f32;
 };
 
 // Input (N, C, H, W), or unbatched (C, H, W). With track_running_stats, training updates
@@ -78,6 +84,10 @@ class InstanceNorm2d : public Module {
 
   Tensor weight, bias;
   Tensor running_mean, running_var, num_batches_tracked;
+
+ protected:
+  // As BatchNorm: a missing num_batches_tracked loads as 0.
+  void upgrade_state_dict(const std::string& prefix, std::map<std::string, Tensor>& entries) const override;
 
  private:
   InstanceNormOptions opt_;

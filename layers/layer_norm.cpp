@@ -8,9 +8,10 @@ LayerNorm::LayerNorm(LayerNormOptions opt) : opt_(std::move(opt)) {
   if (opt_.normalized_shape().ndim() == 0) fail<ValueError>("LayerNorm: normalized_shape must have at least one dim");
   for (auto d : opt_.normalized_shape()) detail::check_positive(d, "every size in normalized_shape", "LayerNorm");
   detail::check_eps(opt_.eps(), "LayerNorm");
+  detail::check_param_dtype(opt_.dtype(), "LayerNorm");
   const bool affine = opt_.elementwise_affine();
-  weight = register_parameter("weight", affine ? ones(opt_.normalized_shape()) : Tensor());
-  bias = register_parameter("bias", affine && opt_.bias() ? zeros(opt_.normalized_shape()) : Tensor());
+  weight = register_parameter("weight", affine ? ones(opt_.normalized_shape(), opt_.dtype()) : Tensor());
+  bias = register_parameter("bias", affine && opt_.bias() ? zeros(opt_.normalized_shape(), opt_.dtype()) : Tensor());
 }
 
 std::string LayerNorm::extra_repr() const {

@@ -18,12 +18,15 @@ struct LayerNormOptions {
   LayerNormOptions& eps(double v) { eps_ = v; return *this; }
   LayerNormOptions& elementwise_affine(bool v) { elementwise_affine_ = v; return *this; }
   LayerNormOptions& bias(bool v) { bias_ = v; return *this; }  // only with elementwise_affine
+  DType dtype() const { return dtype_; }
+  LayerNormOptions& dtype(DType v) { dtype_ = v; return *this; }  // of the parameters and float buffers
 
  private:
   Shape normalized_shape_;
   double eps_ = 1e-5;
   bool elementwise_affine_ = true;
   bool bias_ = true;
+  DType dtype_ = DType::f32;
 };
 
 class LayerNorm : public Module {

@@ -10,6 +10,7 @@ namespace ng::nn {
 Linear::Linear(std::int64_t in, std::int64_t out, bool has_bias, Generator* gen, DType dtype)
     : in_features(in), out_features(out) {
   if (in < 0 || out < 0) fail<ValueError>("Linear: feature counts must be non-negative, got in={} out={}", in, out);
+  detail::check_param_dtype(dtype, "Linear");
   weight = register_parameter("weight", empty({out, in}, dtype));
   if (has_bias) bias = register_parameter("bias", empty({out}, dtype));
   else register_parameter("bias", Tensor());

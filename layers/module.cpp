@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <set>
 
+#include <fmt/ranges.h>
+
 namespace ng::nn {
 
 Tensor Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
@@ -97,32 +99,6 @@ NamedTensors Module::state_dict() const {
   return out;
 }
 
-void Module::load_state_dict(const NamedTensors& sd, bool strict) {
-  auto mine = state_dict();
-  std::vector<std::string> problems;
-  std::set<std::string> seen;
-  for (const auto& [n, t] : sd) {
-    auto it = std::find_if(mine.begin(), mine.end(), [&key = n](auto& p) { return p.first == key; });
-    if (it == mine.end()) {
-      if (strict) problems.push_back(fmt::format("unexpected key '{}'", n));
-      continue;
-    }
-    seen.insert(n);
-    if (it->second.shape() != t.shape())
-      problems.push_back(fmt::format("'{}': shape {} in the checkpoint vs {} in the model", n, t.shape(), it->second.shape()));
-  }
-  if (strict)
-    for (const auto& [n, t] : mine)
-      if (!seen.count(n)) problems.push_back(fmt::format("missing key '{}'", n));
-  if (!problems.empty())
-    fail<ValueError>("{}.load_state_dict: {} problem(s):\n  {}", type_name(), problems.size(), fmt::join(problems, "\n  "));
-  NoGradGuard ng;
-  for (const auto& [n, t] : sd) {
-    auto it = std::find_if(mine.begin(), mine.end(), [&key = n](auto& p) { return p.first == key; });
-    if (it != mine.end()) it->second.copy_(t);
-  }
-}
-
 void Module::train(bool on) {
   training_ = on;
   for (auto& [n, c] : children_) c->train(on);
@@ -186,7 +162,49 @@ Tensor Sequential::forward(const Tensor& x) {
   return h;
 }
 
+namespace {
+// Why a module's check cannot run in float32, naming the fix for what was passed: the
+// module's parameters (net->to(DType::f64)) and/or the input (input.to(DType::f64)).
+std::string float32_refusal(const Module& m, const Tensor& input, const GradcheckOptions& opt) {
+  std::vector<std::string> f32;
+  for (const auto& [name, p] : m.named_parameters())
+    if (p.dtype() == DType::f32) f32.push_back("'" + name + "'");
+  const bool input_f32 = input.defined() && input.dtype() == DType::f32;
+  if (f32.empty() && !input_f32) return {};
+  std::string params;
+  if (!f32.empty()) {
+    const std::size_t shown = std::min<std::size_t>(f32.size(), 4);
+    params = fmt::format("{}{}", fmt::join(f32.begin(), f32.begin() + static_cast<std::ptrdiff_t>(shown), ", "),
+                         f32.size() > shown ? fmt::format(" and {} more", f32.size() - shown) : std::string());
+  }
+  const std::string what = !f32.empty() && input_f32 ? fmt::format("the {}'s parameters ({}) and the input are float32", m.type_name(), params)
+                           : !f32.empty()            ? fmt::format("the {}'s parameters {} are float32", m.type_name(), params)
+                                                     : std::string("the input is float32");
+  const std::string fix = !f32.empty() && input_f32 ? "net->to(DType::f64) and pass input.to(DType::f64)"
+                          : !f32.empty()            ? "net->to(DType::f64) (the module in place)"
+                                                    : "pass input.to(DType::f64)";
+  return fmt::format("{}. Central differences need float64: with eps={:g} a float32 perturbation is at the rounding "
+                     "level of float32 (~1e-7 relative). Fix: {}; or set allow_float32 and loosen eps/atol/rtol.",
+                     what, opt.eps, fix);
+}
+}  // namespace
+
 GradcheckReport gradcheck(Module& m, const Tensor& input, GradcheckOptions opt) {
+  if (!opt.allow_float32)
+    if (std::string why = float32_refusal(m, input, opt); !why.empty()) {
+      GradcheckReport r;
+      r.passed = false;
+      r.error = std::move(why);
+      r.options = opt;
+      if (opt.raise) throw GradcheckError("gradcheck failed:\n" + r.to_string(), r);
+      return r;
+    }
+  // Reports name the parameters by their state_dict keys.
+  const NamedTensors params = m.named_parameters();
+  if (opt.input_names.empty()) {
+    opt.input_names.push_back("input");
+    for (const auto& [name, p] : params) opt.input_names.push_back(name);
+  }
   auto bufs = m.buffers();
   std::vector<Tensor> saved;
   for (auto& b : bufs) saved.push_back(b.detach().clone());
@@ -195,7 +213,7 @@ GradcheckReport gradcheck(Module& m, const Tensor& input, GradcheckOptions opt) 
     for (std::size_t i = 0; i < bufs.size(); ++i) bufs[i].copy_(saved[i]);
   };
   std::vector<Tensor> inputs{input};
-  for (auto& p : m.parameters()) inputs.push_back(p);
+  for (const auto& [name, p] : params) inputs.push_back(p);
   GradcheckReport r;
   try {
     r = ng::gradcheck(

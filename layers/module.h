@@ -5,8 +5,10 @@
 // are the state_dict keys PyTorch uses for the same structure.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -20,6 +22,30 @@
 namespace ng::nn {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+// What load_state_dict did not load (PyTorch's IncompatibleKeys): with strict=false these
+// are returned; with strict=true either list non-empty is an error.
+struct IncompatibleKeys {
+  std::vector<std::string> missing_keys;     // in the model, not in the state dict (left as they were)
+  std::vector<std::string> unexpected_keys;  // in the state dict, not in the model (ignored)
+  bool empty() const { return missing_keys.empty() && unexpected_keys.empty(); }
+  std::string to_string() const;  // "<All keys matched successfully>" or both lists
+};
+
+// How load_state_dict matches keys. Prefixes change the state dict's keys before matching:
+// strip_prefix is removed from every key that starts with it (other keys are kept, as
+// torch.nn.modules.utils.consume_prefix_in_state_dict_if_present), then add_prefix is put
+// in front of every key. {.strip_prefix = "module."} loads a DataParallel checkpoint;
+// {.strip_prefix = "net.", .add_prefix = "body."} renames one submodule.
+struct LoadOptions {
+  bool strict = true;
+  std::string strip_prefix{};
+  std::string add_prefix{};
+};
+
+// The same key changes as free functions, for a state dict in hand.
+NamedTensors strip_prefix(NamedTensors sd, std::string_view prefix);
+NamedTensors add_prefix(NamedTensors sd, std::string_view prefix);
 
 class Module {
  public:
@@ -50,9 +76,18 @@ class Module {
 
   // Parameters then buffers, in registration order, with dotted names (PyTorch's order).
   NamedTensors state_dict() const;
-  // Copies values in; a missing or unexpected key, or a shape/dtype mismatch, throws one
-  // ValueError listing every problem (with strict=false, missing/unexpected are allowed).
-  void load_state_dict(const NamedTensors& sd, bool strict = true);
+  // Copies values in with PyTorch's rules (layers/load_state_dict.cpp):
+  //  - a floating or integer value converts to the model's dtype on copy (float64 into a
+  //    float32 model rounds; a float into an int64 buffer must hold whole numbers);
+  //  - a shape mismatch is always an error, naming every one;
+  //  - strict: a missing or unexpected key is an error too; strict=false loads what
+  //    matches and returns the missing and unexpected keys;
+  //  - BatchNorm: a missing num_batches_tracked (older checkpoints) loads as 0.
+  // Every problem is listed in one ValueError, with a hint when the mismatched keys differ
+  // by a prefix. All values are checked and converted before any is copied: when the load
+  // fails, the model is unchanged.
+  IncompatibleKeys load_state_dict(const NamedTensors& sd, bool strict = true);
+  IncompatibleKeys load_state_dict(const NamedTensors& sd, const LoadOptions& opt);
 
   virtual void train(bool on = true);
   void eval() { train(false); }
@@ -77,6 +112,10 @@ class Module {
   virtual void child_replaced(const std::string& /*name*/, const std::shared_ptr<Module>& /*m*/) {}
   // Replace a registered parameter/buffer (e.g. set bias to none): same name, new tensor.
   void replace_tensor(const std::string& name, Tensor t);
+  // Called by load_state_dict for every module before keys are matched, with the module's
+  // key prefix ("bn1." or ""): a layer may add or rewrite entries of an older format here
+  // (PyTorch's _load_from_state_dict). BatchNorm fills a missing num_batches_tracked.
+  virtual void upgrade_state_dict(const std::string& prefix, std::map<std::string, Tensor>& entries) const;
 
  private:
   NamedTensors params_;
@@ -86,6 +125,15 @@ class Module {
 };
 
 using ModulePtr = std::shared_ptr<Module>;
+
+namespace detail {
+// Layers take a dtype for their parameters (the `dtype` argument or option, as PyTorch's
+// factory kwarg); trained parameters need a floating one.
+inline void check_param_dtype(DType d, std::string_view layer) {
+  if (!is_floating(d))
+    fail<DTypeError>("{}: dtype must be float32 or float64 (its parameters are trained): got {}", layer, d);
+}
+}  // namespace detail
 
 // Sequential: applies its children in order; children are named "0", "1", ... as in PyTorch.
 class Sequential : public Module {

@@ -8,7 +8,8 @@ RMSNorm::RMSNorm(RMSNormOptions opt) : opt_(std::move(opt)) {
   if (opt_.normalized_shape().ndim() == 0) fail<ValueError>("RMSNorm: normalized_shape must have at least one dim");
   for (auto d : opt_.normalized_shape()) detail::check_positive(d, "every size in normalized_shape", "RMSNorm");
   if (opt_.eps()) detail::check_eps(*opt_.eps(), "RMSNorm");
-  weight = register_parameter("weight", opt_.elementwise_affine() ? ones(opt_.normalized_shape()) : Tensor());
+  detail::check_param_dtype(opt_.dtype(), "RMSNorm");
+  weight = register_parameter("weight", opt_.elementwise_affine() ? ones(opt_.normalized_shape(), opt_.dtype()) : Tensor());
 }
 
 std::string RMSNorm::extra_repr() const {

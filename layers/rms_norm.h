@@ -18,11 +18,14 @@ struct RMSNormOptions {
   bool elementwise_affine() const { return elementwise_affine_; }
   RMSNormOptions& eps(std::optional<double> v) { eps_ = v; return *this; }
   RMSNormOptions& elementwise_affine(bool v) { elementwise_affine_ = v; return *this; }
+  DType dtype() const { return dtype_; }
+  RMSNormOptions& dtype(DType v) { dtype_ = v; return *this; }  // of the parameters and float buffers
 
  private:
   Shape normalized_shape_;
   std::optional<double> eps_;
   bool elementwise_affine_ = true;
+  DType dtype_ = DType::f32;
 };
 
 class RMSNorm : public Module {

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "autograd/error.h"
 #include "io/idx.h"
@@ -61,11 +62,16 @@ TEST_CASE("fuzz corpus: every idx input loads or is an IOError") {
 TEST_CASE("fuzz corpus: every safetensors input loads or is an IOError") {
   const int loaded = replay("safetensors", [](const std::string& p) {
     const auto c = ng::io::load_safetensors(p);
-    std::uint64_t bytes = 0;
-    for (const auto& [name, t] : c.tensors) bytes += static_cast<std::uint64_t>(t.numel()) * ng::dtype_size(t.dtype());
-    CHECK(bytes <= fs::file_size(p));
+    // Every element takes at least one byte of the file; read into 8 bytes at most (BOOL -> int64).
+    std::uint64_t elements = 0, bytes = 0;
+    for (const auto& [name, t] : c.tensors) {
+      elements += static_cast<std::uint64_t>(t.numel());
+      bytes += static_cast<std::uint64_t>(t.numel()) * ng::dtype_size(t.dtype());
+    }
+    CHECK(elements <= fs::file_size(p));
+    CHECK(bytes <= 8 * fs::file_size(p));
   });
-  CHECK(loaded >= 4);  // the valid seeds
+  CHECK(loaded >= 6);  // the valid seeds (F16/BF16 and the integer dtypes among them)
 }
 
 TEST_CASE("fuzz corpus: every text input decodes (and re-encodes to its bytes) or is an IOError") {
@@ -86,4 +92,21 @@ TEST_CASE("load_safetensors: an empty tensor whose non-zero sizes overflow int64
   const fs::path p = kCorpus / "safetensors" / "regression_empty_shape_overflow";
   REQUIRE(read_file(p).find("[0,4611686018427387904,4611686018427387904]") != std::string::npos);
   CHECK_THROWS_WITH_AS(ng::io::load_safetensors(p.string()), doctest::Contains("absurd shape"), ng::IOError);
+}
+
+TEST_CASE("fuzz corpus: the half-precision and integer seeds load with their values; bad ones name the problem") {
+  const auto half = ng::io::load_safetensors((kCorpus / "safetensors" / "half_f16_bf16").string());
+  REQUIRE(half.tensors.size() == 2);
+  CHECK(half.tensors[0].second.to_vector() == std::vector<double>{1.0, -2.5, 0x1p-24, INFINITY});
+  CHECK(half.stored_dtypes.at("b") == "BF16");
+  const auto ints = ng::io::load_safetensors((kCorpus / "safetensors" / "ints_bool").string());
+  CHECK(ints.tensors.size() == 9);
+  auto fails = [](const char* file, const char* expect) {
+    CAPTURE(file);
+    CHECK_THROWS_WITH_AS(ng::io::load_safetensors((kCorpus / "safetensors" / file).string()), doctest::Contains(expect),
+                         ng::IOError);
+  };
+  fails("u64_over_int64", "does not fit in int64");
+  fails("bool_byte_2", "is neither 0 nor 1");
+  fails("truncated_f16", "truncated");
 }

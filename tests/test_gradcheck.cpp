@@ -76,3 +76,24 @@ TEST_CASE("gradcheck: an output that is a view of the input (perturbations must 
   Tensor x = test::rnd({3, 5}, 6);
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return transpose(v[0], 0, 1); }, {x}));
 }
+
+TEST_CASE("gradcheck: input_names name the inputs in reports and errors") {
+  Tensor x = test::rnd({2}, 1), w = test::rnd({2}, 2);
+  GradcheckOptions o;
+  o.input_names = {"x", "w"};
+  auto r = gradcheck([](const std::vector<Tensor>& v) { return mul(v[0], v[1]); }, {x, w}, o);
+  CHECK(r.passed);
+  CHECK(r.inputs[1].name == "w");
+  CHECK(r.to_string().find("  w [2]: ok") != std::string::npos);
+  CHECK(r.to_string().find(" / d w[") != std::string::npos);
+  auto rf = gradcheck([](const std::vector<Tensor>& v) { return mul(v[0], v[1]); },
+                      {x, randn({2}).requires_grad_()}, o);
+  CHECK(rf.error.find("w is float32") == 0);
+  CHECK(rf.error.find("Convert the inputs with .to(DType::f64)") != std::string::npos);
+  auto rg = gradgradcheck([](const std::vector<Tensor>& v) { return mul(mul(v[0], v[1]), v[1]); }, {x, w}, o);
+  CHECK(rg.passed);
+  CHECK(rg.to_string().find("(d<v,fn>/d ") != std::string::npos);
+  // Without names: "input 1" as before.
+  CHECK(gradcheck([](const std::vector<Tensor>& v) { return mul(v[0], v[1]); }, {x, w}).to_string().find("  input 1 [2]: ok") !=
+        std::string::npos);
+}

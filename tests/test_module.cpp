@@ -73,7 +73,13 @@ TEST_CASE("Module: num_parameters, train/eval reach every child, load_state_dict
   CHECK(a->forward(x).to_vector() == b->forward(x).to_vector());
   // a checkpoint from another architecture: one error listing every problem
   Linear other(3, 3);
-  CHECK_THROWS_WITH_AS(b->load_state_dict(other.state_dict()), doctest::Contains("unexpected key 'weight'"), ValueError);
+  CHECK_THROWS_WITH_AS(b->load_state_dict(other.state_dict()), doctest::Contains("unexpected keys (2): 'weight', 'bias'"), ValueError);
+  // '0.weight' of the CNN has another shape than the Linear's 'weight': no prefix hint.
+  try {
+    b->load_state_dict(other.state_dict());
+  } catch (const ValueError& e) {
+    CHECK(std::string(e.what()).find("hint") == std::string::npos);
+  }
 }
 
 TEST_CASE("Module: to(float64) converts every layer in place, then a module gradcheck passes") {
@@ -85,4 +91,47 @@ TEST_CASE("Module: to(float64) converts every layer in place, then a module grad
   GradcheckOptions fast;
   fast.fast_mode = true;
   CHECK_GRADCHECK(nn::gradcheck(*net, test::rnd({2, 1, 6, 6}, 4), fast));
+}
+
+TEST_CASE("nn::gradcheck: reports name parameters by their state_dict keys; float32 errors name the fix") {
+  Generator g(5);
+  auto net = std::make_shared<Sequential>(std::make_shared<Linear>(3, 4, true, &g), std::make_shared<ReLU>(),
+                                          std::make_shared<Linear>(4, 2, false, &g));
+  // A float32 model with a float64 input: the fix is the module, not the input.
+  auto r = nn::gradcheck(*net, test::rnd({2, 3}, 1));
+  CHECK_FALSE(r.passed);
+  CHECK(r.error.find("the Sequential's parameters '0.weight', '0.bias', '2.weight' are float32") == 0);
+  CHECK(r.error.find("Fix: net->to(DType::f64) (the module in place)") != std::string::npos);
+  CHECK(r.error.find(".to(DType::f64) on the inputs") == std::string::npos);
+  CHECK(r.error.find("input 1") == std::string::npos);
+  // Both float32.
+  r = nn::gradcheck(*net, randn({2, 3}).requires_grad_());
+  CHECK(r.error.find("parameters ('0.weight', '0.bias', '2.weight') and the input are float32") != std::string::npos);
+  CHECK(r.error.find("Fix: net->to(DType::f64) and pass input.to(DType::f64)") != std::string::npos);
+  // Only the input.
+  net->to(DType::f64);
+  r = nn::gradcheck(*net, randn({2, 3}));
+  CHECK(r.error.find("the input is float32") == 0);
+  CHECK(r.error.find("Fix: pass input.to(DType::f64)") != std::string::npos);
+  GradcheckOptions raise;
+  raise.raise = true;
+  CHECK_THROWS_WITH_AS(nn::gradcheck(*net, randn({2, 3}), raise), doctest::Contains("the input is float32"),
+                       GradcheckError);
+
+  // In float64 it runs; each line of the report names a parameter.
+  r = nn::gradcheck(*net, test::rnd({2, 3}, 1));
+  CHECK_MESSAGE(r.passed, r.to_string());
+  REQUIRE(r.inputs.size() == 4);
+  CHECK(r.inputs[0].name == "input");
+  CHECK(r.inputs[1].name == "0.weight");
+  CHECK(r.inputs[3].name == "2.weight");
+  const std::string text = r.to_string();
+  CHECK(text.find("  input [2, 3]: ok") != std::string::npos);
+  CHECK(text.find("  0.weight [4, 3]: ok") != std::string::npos);
+  CHECK(text.find("  2.weight [2, 4]: ok") != std::string::npos);
+  CHECK(text.find("d out[") != std::string::npos);
+  CHECK(text.find(" / d 0.bias[") != std::string::npos);
+  // An input that does not require grad is listed, unchecked, by name.
+  r = nn::gradcheck(*net, test::rnd({2, 3}, 1, false));
+  CHECK(r.to_string().find("  input [2, 3]: not checked (does not require grad)") != std::string::npos);
 }

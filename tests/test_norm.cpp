@@ -492,9 +492,12 @@ TEST_CASE("batch_norm: errors") {
   CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, ones({4}, DType::f64), {}, true),
                        doctest::Contains("batch_norm: weight must have shape [3] (one value per channel): expected [3] vs actual [4]"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 0.1, 0.0), doctest::Contains("batch_norm: eps must be > 0"),
+  CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 0.1, -1.0), doctest::Contains("batch_norm: eps must be >= 0"),
                        ValueError);
-  CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 1.5), doctest::Contains("momentum must be in [0, 1]"), ValueError);
+  CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, true, 1.5),
+                       doctest::Contains("batch_norm: momentum must be in [0, 1] (the new batch's weight in running "
+                                         "stats): got 1.5"),
+                       ValueError);
   CHECK_THROWS_WITH_AS(batch_norm(x, {}, {}, {}, {}, false), doctest::Contains("running_mean and running_var are required"),
                        ValueError);
   CHECK_THROWS_WITH_AS(batch_norm(x, zeros({3}, DType::f64), ones({3}, DType::f64), {}, {}, true, std::nullopt),
@@ -512,7 +515,7 @@ TEST_CASE("layer_norm, group_norm, instance_norm, rms_norm: errors") {
   CHECK_THROWS_WITH_AS(layer_norm(x, {5}, ones({6}, DType::f64)),
                        doctest::Contains("layer_norm: weight must have the normalized shape: expected [5] vs actual [6]"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(layer_norm(x, {5}, {}, {}, -1.0), doctest::Contains("layer_norm: eps must be > 0"), ValueError);
+  CHECK_THROWS_WITH_AS(layer_norm(x, {5}, {}, {}, -1.0), doctest::Contains("layer_norm: eps must be >= 0"), ValueError);
   CHECK_THROWS_WITH_AS(group_norm(x, 4), doctest::Contains("group_norm: the number of channels must be divisible by "
                                                            "num_groups: 6 channels vs 4 groups"),
                        ShapeError);
@@ -525,7 +528,7 @@ TEST_CASE("layer_norm, group_norm, instance_norm, rms_norm: errors") {
                        doctest::Contains("instance_norm: running_mean and running_var are required"), ValueError);
   CHECK_THROWS_WITH_AS(rms_norm(x, {6}), doctest::Contains("rms_norm: normalized_shape must equal the trailing dims"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(rms_norm(x, {5}, {}, 0.0), doctest::Contains("rms_norm: eps must be > 0"), ValueError);
+  CHECK_THROWS_WITH_AS(rms_norm(x, {5}, {}, -1e-3), doctest::Contains("rms_norm: eps must be >= 0"), ValueError);
   CHECK_THROWS_WITH_AS(normalize(x, NormSpec::layer(7, 5), {}, {}, 1e-5, "my_norm"),
                        doctest::Contains("my_norm: input of shape [2, 6, 5] does not fit"), ShapeError);
 }

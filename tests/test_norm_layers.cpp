@@ -146,10 +146,18 @@ TEST_CASE("BatchNorm: errors name the layer, the shape and the remedy") {
                        ShapeError);
   CHECK_THROWS_WITH_AS(bn1(randn({2, 3, 5, 5})), doctest::Contains("BatchNorm1d: expected a 2-d (N, C) or 3-d (N, C, L) input"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(BatchNorm2d(BatchNormOptions(3).eps(0)), doctest::Contains("BatchNorm2d: eps must be > 0: got 0"),
+  CHECK_THROWS_WITH_AS(BatchNorm2d(BatchNormOptions(3).eps(-1e-3)),
+                       doctest::Contains("BatchNorm2d: eps must be >= 0 (it is added to the variance under the square "
+                                         "root): got -0.001"),
                        ValueError);
+  CHECK_THROWS_WITH_AS(BatchNorm2d(BatchNormOptions(3).eps(std::nan(""))),
+                       doctest::Contains("BatchNorm2d: eps is NaN; it must be a number >= 0 (default 1e-5)"), ValueError);
+  CHECK_NOTHROW(BatchNorm2d(BatchNormOptions(3).eps(0)));
   CHECK_THROWS_WITH_AS(BatchNorm2d(BatchNormOptions(3).momentum(-0.1)),
-                       doctest::Contains("BatchNorm2d: momentum must be in [0, 1]: got -0.1"), ValueError);
+                       doctest::Contains("BatchNorm2d: momentum must be in [0, 1]: got -0.1 (it weighs the new batch in "
+                                         "running = (1 - momentum) * running + momentum * batch; outside [0, 1] the "
+                                         "running statistics are no longer an average of batch statistics"),
+                       ValueError);
   CHECK_THROWS_WITH_AS(BatchNorm1d(BatchNormOptions(0)), doctest::Contains("BatchNorm1d: num_features must be positive"),
                        ValueError);
 }
@@ -186,7 +194,7 @@ TEST_CASE("LayerNorm: forward, gradcheck, options and repr") {
                        doctest::Contains("layer_norm: normalized_shape must equal the trailing dims of the input: "
                                          "expected [*, 4, 5] vs input [3, 5, 4]"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(LayerNorm(LayerNormOptions({5}).eps(-1)), doctest::Contains("LayerNorm: eps must be > 0"), ValueError);
+  CHECK_THROWS_WITH_AS(LayerNorm(LayerNormOptions({5}).eps(-1)), doctest::Contains("LayerNorm: eps must be >= 0"), ValueError);
 }
 
 TEST_CASE("GroupNorm: forward, gradcheck, repr and errors") {
@@ -213,7 +221,7 @@ TEST_CASE("GroupNorm: forward, gradcheck, repr and errors") {
                        doctest::Contains("GroupNorm: expected 6 channels (num_channels) in dim 1 of input of shape [2, 5, "
                                          "3]: expected 6 vs actual 5"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(GroupNorm(GroupNormOptions(2, 6).eps(0)), doctest::Contains("GroupNorm: eps must be > 0"), ValueError);
+  CHECK_THROWS_WITH_AS(GroupNorm(GroupNormOptions(2, 6).eps(-1)), doctest::Contains("GroupNorm: eps must be >= 0"), ValueError);
 }
 
 TEST_CASE("InstanceNorm2d: PyTorch defaults, per-instance statistics, running statistics when tracked") {
@@ -263,7 +271,7 @@ TEST_CASE("RMSNorm: default eps, forward, gradcheck, repr and errors") {
                        doctest::Contains("rms_norm: normalized_shape must equal the trailing dims of the input: "
                                          "expected [*, 5] vs input [3, 4]"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(RMSNorm(RMSNormOptions({5}).eps(0.0)), doctest::Contains("RMSNorm: eps must be > 0"), ValueError);
+  CHECK_THROWS_WITH_AS(RMSNorm(RMSNormOptions({5}).eps(-1e-6)), doctest::Contains("RMSNorm: eps must be >= 0"), ValueError);
 }
 
 TEST_CASE("BatchNorm2d in a Sequential: train/eval and the tape") {

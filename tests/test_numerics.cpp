@@ -96,15 +96,19 @@ TEST_CASE_TEMPLATE("layer_norm: constant rows give output = bias and finite grad
   }
 }
 
-TEST_CASE("layer_norm: constant rows with tiny eps (1e-12) and eps <= 0") {
+TEST_CASE("layer_norm: constant rows with tiny eps (1e-12), eps = 0 and eps < 0") {
   Tensor x = full({2, 4}, 3.0, DType::f64).requires_grad_();
   Tensor y = layer_norm(x, {4}, {}, {}, 1e-12);  // rstd = 1e6, xhat = 0 exactly
   for (double v : y.to_vector()) CHECK(v == 0.0);
   sum(mul(y, test::rnd({2, 4}, 9, false))).backward();
   CHECK(all_finite(x.grad()));
-  CHECK_THROWS_WITH_AS(layer_norm(x, {4}, {}, {}, 0.0), doctest::Contains("eps must be > 0"), ValueError);
-  CHECK_THROWS_WITH_AS(layer_norm(x, {4}, {}, {}, -1e-5), doctest::Contains("layer_norm"), ValueError);
-  CHECK_THROWS_WITH_AS(layer_norm(x, {4}, {}, {}, std::nan("")), doctest::Contains("eps"), ValueError);
+  // eps = 0 on a constant row: variance 0, rstd = inf, xhat = 0 * inf = NaN (PyTorch gives NaN too).
+  for (double v : layer_norm(x, {4}, {}, {}, 0.0).to_vector()) CHECK(std::isnan(v));
+  CHECK_THROWS_WITH_AS(layer_norm(x, {4}, {}, {}, -1e-5),
+                       doctest::Contains("layer_norm: eps must be >= 0 (it is added to the variance): got -1e-05"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(layer_norm(x, {4}, {}, {}, std::nan("")),
+                       doctest::Contains("layer_norm: eps must be >= 0 (it is added to the variance): got nan"), ValueError);
 }
 
 TEST_CASE("layer_norm: eps from 1e-12 to 1 moves the output as (x - mean) / sqrt(var + eps)") {

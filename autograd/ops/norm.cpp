@@ -129,8 +129,8 @@ Tensor normalize_impl(const Tensor& x_in, const NormSpec& sp, const Tensor& weig
 
 // ---- argument checks shared by the functional API ------------------------------------------
 
-void check_eps(double eps, const char* op) {
-  if (!(eps > 0.0)) fail<ValueError>("{}: eps must be > 0: got {}", op, eps);
+void check_eps(double eps, const char* op) {  // >= 0 as PyTorch (eps = 0: see layers/norm_util.h); NaN refused
+  if (!(eps >= 0.0)) fail<ValueError>("{}: eps must be >= 0 (it is added to the variance): got {}", op, eps);
 }
 
 // What every entry point checks after its own, shape-specific checks: the statistics have
@@ -255,7 +255,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
   if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C) or (N, C, *): got {}", op, x.shape());
   check_eps(eps, op);
   if (momentum && !(*momentum >= 0.0 && *momentum <= 1.0))
-    fail<ValueError>("{}: momentum must be in [0, 1]: got {}", op, *momentum);
+    fail<ValueError>("{}: momentum must be in [0, 1] (the new batch's weight in running stats): got {}", op, *momentum);
   const auto [N, C, L] = ncl(x);
   check_channel_vector(weight, "weight", C, op);
   check_channel_vector(bias, "bias", C, op);
@@ -324,7 +324,8 @@ Tensor instance_norm(const Tensor& x, const Tensor& running_mean, const Tensor& 
                      const Tensor& bias, bool use_input_stats, double momentum, double eps) {
   constexpr const char* op = "instance_norm";
   check_eps(eps, op);
-  if (!(momentum >= 0.0 && momentum <= 1.0)) fail<ValueError>("{}: momentum must be in [0, 1]: got {}", op, momentum);
+  if (!(momentum >= 0.0 && momentum <= 1.0))
+    fail<ValueError>("{}: momentum must be in [0, 1] (the new batch's weight in running stats): got {}", op, momentum);
   if (x.dim() < 2) fail<ShapeError>("{}: expected an input of shape (N, C, *): got {}", op, x.shape());
   const auto [N, C, L] = ncl(x);
   check_channel_vector(weight, "weight", C, op);
