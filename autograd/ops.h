@@ -111,9 +111,20 @@ Tensor scatter_add(const Shape& shape, int64_t axis, const Tensor& index, const 
 // zeros of `shape` with `src` written at a[start:end:step] along axis (slice's adjoint).
 Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t axis, int64_t start, int64_t end,
                       int64_t step);
-// Constant padding: widths[i] = (before, after) for dim i, counted from the FIRST dim; fewer
-// pairs than dims pad only the leading dims (torch.nn.functional.pad counts from the last).
-Tensor pad(const Tensor& a, const std::vector<std::pair<int64_t, int64_t>>& widths, double value = 0);
+
+// ---- padding (ops/pad.cpp), as torch.nn.functional.pad -------------------------------------
+// `pad` lists (before, after) pairs starting from the LAST dim: {l, r} pads the last dim,
+// {l, r, t, b} the last two (l, r on the last). Modes:
+//   constant   the value (default 0); negative widths crop
+//   reflect    mirror without repeating the edge: [1 2 3] by 2 -> [3 2 | 1 2 3 | 2 1]; width < size
+//   replicate  repeat the edge: [1 2 3] by 2 -> [1 1 | 1 2 3 | 3 3]
+//   circular   wrap around: [1 2 3] by 2 -> [2 3 | 1 2 3 | 1 2]; width <= size
+// Negative widths crop. As PyTorch, the non-constant modes pad the last 1, 2 or 3 dims of a
+// tensor with one or two more dims ((C, W) or (N, C, W) for one pair, ...) and take no value.
+enum class PadMode { constant, reflect, replicate, circular };
+Tensor pad(const Tensor& a, const std::vector<int64_t>& pad, PadMode mode = PadMode::constant,
+           std::optional<double> value = std::nullopt);
+const char* to_string(PadMode m);
 
 // ---- losses (ops/loss.cpp) -------------------------------------------------------------
 enum class Reduction { none, mean, sum };
