@@ -130,9 +130,31 @@ const char* to_string(PadMode m);
 enum class Reduction { none, mean, sum };
 Tensor softmax(const Tensor& a, int64_t axis = -1);
 Tensor log_softmax(const Tensor& a, int64_t axis = -1);
-// logits (N, C) or (N, C, d...) and int64 class targets (N) or (N, d...).
+// Options of nll_loss and cross_entropy, with PyTorch's names and defaults:
+//   weight           (C) per-class weights w_c (a constant: no gradient), or undefined (all 1)
+//   ignore_index     class-index targets equal to it contribute 0 and are left out of `mean`
+//   reduction        none: per-sample losses (ignored ones 0); sum; mean: see below
+//   label_smoothing  cross_entropy only; eps in [0, 1]
+// With class-index targets y_n, loss_n = -w_{y_n} log p_{n, y_n} and `mean` divides the sum by
+// sum_n w_{y_n} over the non-ignored targets (not by their count), exactly as PyTorch: NaN when
+// every target is ignored. With probability targets, `mean` divides by the batch size.
+struct LossOptions {
+  Tensor weight = Tensor();
+  int64_t ignore_index = -100;
+  Reduction reduction = Reduction::mean;
+  double label_smoothing = 0.0;
+};
+// logits (C), (N, C) or (N, C, d...) and either int64 class targets (), (N) or (N, d...), or
+// (cross_entropy only) class probabilities of the logits' shape and dtype ("soft" targets):
+//   loss_n = -sum_c w_c t'_{n,c} log p_{n,c},  t' = (1 - eps) t + eps / C.
+// Class-index targets with label smoothing eps (PyTorch's formula):
+//   loss_n = (1 - eps) nll_n + (eps / C) * (-sum_c w_c log p_{n,c}),
+// both terms reduced with the same denominator under `mean`.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptions& options);
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r = Reduction::mean,
                      double label_smoothing = 0.0);
+// log_probs and int64 class targets as cross_entropy's; label_smoothing must be 0.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const LossOptions& options);
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r = Reduction::mean);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r = Reduction::mean);
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,
