@@ -2,6 +2,7 @@
 // its forward, what it saves, and its backward side by side.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -125,6 +126,11 @@ enum class PadMode { constant, reflect, replicate, circular };
 Tensor pad(const Tensor& a, const std::vector<int64_t>& pad, PadMode mode = PadMode::constant,
            std::optional<double> value = std::nullopt);
 const char* to_string(PadMode m);
+// The pairs-from-the-first-dim form of normgrad before issue 22 (`pad(x, {{1, 1}})`), refused
+// at compile time so that old code cannot silently pad another dim: list the widths flat,
+// from the last dim (`pad(x, {1, 1})` pads the last dim).
+Tensor pad(const Tensor& a, std::initializer_list<std::pair<int64_t, int64_t>> old_pairs_from_first_dim,
+           PadMode mode = PadMode::constant, std::optional<double> value = std::nullopt) = delete;
 
 // ---- losses (ops/loss.cpp) -------------------------------------------------------------
 enum class Reduction { none, mean, sum };

@@ -444,6 +444,20 @@ Tensor& Tensor::mul_(double s) {
   return *this;
 }
 
+Tensor& Tensor::mul_(const Tensor& o) {
+  check_inplace(*this, "mul_");
+  if (o.dtype() != dtype())
+    fail<DTypeError>("mul_: {} cannot multiply {} in place; cast it with .to() first", o.dtype(), dtype());
+  check_broadcasts_to(o, *this, "mul_");
+  check_no_internal_overlap(*this, "mul_");
+  const Tensor q = readable_source(o, *this, "mul_");
+  dispatch_float(dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    update_strided<T>(*this, q, [](T p, T v) { return p * v; });
+  });
+  return *this;
+}
+
 // -- method forwards ------------------------------------------------------------------------
 Tensor Tensor::reshape(const Shape& s) const { return ng::reshape(*this, s); }
 Tensor Tensor::view(const Shape& s) const { return ng::view(*this, s); }

@@ -301,6 +301,7 @@ TEST_CASE("pad: pairs from the last dim, constant value, negative widths crop") 
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {-1, 2, 1, -1}); }, {x}));
   CHECK_THROWS_WITH_AS(pad(a, {0, 0, 0, 0, 1, 1}),
                        doctest::Contains("pad: 3 (before, after) pairs for a 2-d input of shape [2, 2]"), ShapeError);
+  // (the old form pad(a, {{1, 1}}) from the first dim is a deleted overload: it does not compile)
   CHECK_THROWS_WITH_AS(pad(a, {1, 1, 1}), doctest::Contains("pad: the padding list must hold (before, after) pairs, got 3"),
                        ValueError);
   CHECK_THROWS_WITH_AS(pad(a, {0, -3}), doctest::Contains("pad: negative padding (0, -3) on dim 1 of shape [2, 2] leaves a negative size -1"),

@@ -289,6 +289,15 @@ TEST_CASE("tensor: copy_, add_, mul_ write through slices and transposed views, 
   CHECK_THROWS_WITH_AS(make_view(e, {2, 2}, {1, 1}, 0).fill_(1).mul_(2), doctest::Contains("mul_: more than one element"),
                        ValueError);
   test::check_values(e, {1, 1, 1});  // only fill_ wrote (one value everywhere: no ambiguity)
+  // mul_ by a tensor: broadcast into a transposed view
+  Tensor mm = arange(6, DType::f64).reshape({2, 3});
+  mm.t().mul_(tensor({10, 100}, {2}, DType::f64));  // mm^T[j, i] *= {10, 100}[i]: row i of mm
+  test::check_values(mm, {0, 10, 20, 300, 400, 500});
+  CHECK_THROWS_WITH_AS(mm.mul_(ones({2, 3})), doctest::Contains("mul_: float32 cannot multiply float64 in place"),
+                       DTypeError);
+  CHECK_THROWS_WITH_AS(mm.mul_(ones({3, 2}, DType::f64)),
+                       doctest::Contains("mul_: source shape [3, 2] does not broadcast to the destination's shape [2, 3]"),
+                       ShapeError);
   // a size-1 dim with stride 0 is not an overlap
   expand(zeros({1}, DType::f64), Shape{1}).add_(ones({1}, DType::f64));
 }
