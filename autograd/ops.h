@@ -2,6 +2,7 @@
 // its forward, what it saves, and its backward side by side.
 #pragma once
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -111,17 +112,55 @@ Tensor scatter_add(const Shape& shape, int64_t axis, const Tensor& index, const 
 // zeros of `shape` with `src` written at a[start:end:step] along axis (slice's adjoint).
 Tensor slice_backward(const Tensor& src, const Shape& shape, int64_t axis, int64_t start, int64_t end,
                       int64_t step);
-// Constant padding: widths[i] = (before, after) for dim i, counted from the FIRST dim; fewer
-// pairs than dims pad only the leading dims (torch.nn.functional.pad counts from the last).
-Tensor pad(const Tensor& a, const std::vector<std::pair<int64_t, int64_t>>& widths, double value = 0);
+
+// ---- padding (ops/pad.cpp), as torch.nn.functional.pad -------------------------------------
+// `pad` lists (before, after) pairs starting from the LAST dim: {l, r} pads the last dim,
+// {l, r, t, b} the last two (l, r on the last). Modes:
+//   constant   the value (default 0); negative widths crop
+//   reflect    mirror without repeating the edge: [1 2 3] by 2 -> [3 2 | 1 2 3 | 2 1]; width < size
+//   replicate  repeat the edge: [1 2 3] by 2 -> [1 1 | 1 2 3 | 3 3]
+//   circular   wrap around: [1 2 3] by 2 -> [2 3 | 1 2 3 | 1 2]; width <= size
+// Negative widths crop. As PyTorch, the non-constant modes pad the last 1, 2 or 3 dims of a
+// tensor with one or two more dims ((C, W) or (N, C, W) for one pair, ...) and take no value.
+enum class PadMode { constant, reflect, replicate, circular };
+Tensor pad(const Tensor& a, const std::vector<int64_t>& pad, PadMode mode = PadMode::constant,
+           std::optional<double> value = std::nullopt);
+const char* to_string(PadMode m);
+// The pairs-from-the-first-dim form of normgrad before issue 22 (`pad(x, {{1, 1}})`), refused
+// at compile time so that old code cannot silently pad another dim: list the widths flat,
+// from the last dim (`pad(x, {1, 1})` pads the last dim).
+Tensor pad(const Tensor& a, std::initializer_list<std::pair<int64_t, int64_t>> old_pairs_from_first_dim,
+           PadMode mode = PadMode::constant, std::optional<double> value = std::nullopt) = delete;
 
 // ---- losses (ops/loss.cpp) -------------------------------------------------------------
 enum class Reduction { none, mean, sum };
 Tensor softmax(const Tensor& a, int64_t axis = -1);
 Tensor log_softmax(const Tensor& a, int64_t axis = -1);
-// logits (N, C) or (N, C, d...) and int64 class targets (N) or (N, d...).
+// Options of nll_loss and cross_entropy, with PyTorch's names and defaults:
+//   weight           (C) per-class weights w_c (a constant: no gradient), or undefined (all 1)
+//   ignore_index     class-index targets equal to it contribute 0 and are left out of `mean`
+//   reduction        none: per-sample losses (ignored ones 0); sum; mean: see below
+//   label_smoothing  cross_entropy only; eps in [0, 1]
+// With class-index targets y_n, loss_n = -w_{y_n} log p_{n, y_n} and `mean` divides the sum by
+// sum_n w_{y_n} over the non-ignored targets (not by their count), exactly as PyTorch: NaN when
+// every target is ignored. With probability targets, `mean` divides by the batch size.
+struct LossOptions {
+  Tensor weight = Tensor();
+  int64_t ignore_index = -100;
+  Reduction reduction = Reduction::mean;
+  double label_smoothing = 0.0;
+};
+// logits (C), (N, C) or (N, C, d...) and either int64 class targets (), (N) or (N, d...), or
+// (cross_entropy only) class probabilities of the logits' shape and dtype ("soft" targets):
+//   loss_n = -sum_c w_c t'_{n,c} log p_{n,c},  t' = (1 - eps) t + eps / C.
+// Class-index targets with label smoothing eps (PyTorch's formula):
+//   loss_n = (1 - eps) nll_n + (eps / C) * (-sum_c w_c log p_{n,c}),
+// both terms reduced with the same denominator under `mean`.
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptions& options);
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r = Reduction::mean,
                      double label_smoothing = 0.0);
+// log_probs and int64 class targets as cross_entropy's; label_smoothing must be 0.
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const LossOptions& options);
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r = Reduction::mean);
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r = Reduction::mean);
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target,

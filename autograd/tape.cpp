@@ -305,11 +305,15 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     fail<ValueError>("grad: {} grad_outputs for {} outputs", grad_outputs.size(), outputs.size());
   Capture cap;
   cap.grads.resize(inputs.size());
+  // The same tensor (or two handles of one node) may be listed twice: the gradient is captured
+  // once, under the first occurrence, and copied to the others (torch.autograd.grad returns the
+  // full gradient for each occurrence).
+  std::vector<std::size_t> first(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     if (!inputs[i].requires_grad())
       fail<AutogradError>("grad: input {} (shape {}) does not require grad", i, inputs[i].shape());
-    if (inputs[i].grad_fn()) cap.node_index[inputs[i].grad_fn().get()] = i;
-    else cap.leaf_index[inputs[i].impl_ptr().get()] = i;
+    first[i] = inputs[i].grad_fn() ? cap.node_index.try_emplace(inputs[i].grad_fn().get(), i).first->second
+                                   : cap.leaf_index.try_emplace(inputs[i].impl_ptr().get(), i).first->second;
   }
   std::vector<Tensor> gs;
   for (std::size_t r = 0; r < outputs.size(); ++r) {
@@ -319,6 +323,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     gs.push_back(g);
   }
   run_backward(outputs, gs, opt, &cap);
+  for (std::size_t i = 0; i < inputs.size(); ++i) cap.grads[i] = cap.grads[first[i]];
   for (std::size_t i = 0; i < inputs.size(); ++i)
     if (!cap.grads[i].defined() && !allow_unused)
       fail<AutogradError>("grad: input {} (shape {}) was not used to compute the outputs; pass allow_unused=true",

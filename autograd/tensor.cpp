@@ -304,48 +304,156 @@ Tensor& Tensor::fill_(double v) {
   return *this;
 }
 
+// Where a write may land, as PyTorch decides it (ATen's MemOverlap):
+//  * internal overlap: two elements of the destination share one memory location (an
+//    expanded view, stride 0 on a dim of size > 1). Writing through it is ambiguous: refused.
+//  * partial overlap: the source and the destination share part of their memory but are not
+//    the same view. PyTorch refuses it when both are non-overlapping and dense (a shifted
+//    contiguous view) and lets the "too hard to tell" cases through; here those are read from a
+//    snapshot of the source, so the result is always the elementwise meaning.
+namespace {
+// Elements of t (strides >= 0) are pairwise distinct iff, with the dims of size > 1 sorted by
+// stride, each stride exceeds the span of the dims before it: stride_k > sum_{j<k} (n_j - 1) stride_j.
+bool has_internal_overlap(const Tensor& t) {
+  std::vector<std::pair<std::int64_t, std::int64_t>> dims;  // (stride, size)
+  for (int d = 0; d < t.dim(); ++d)
+    if (t.shape()[static_cast<std::size_t>(d)] > 1)
+      dims.emplace_back(t.strides()[static_cast<std::size_t>(d)], t.shape()[static_cast<std::size_t>(d)]);
+  std::sort(dims.begin(), dims.end());
+  std::int64_t span = 0;  // largest offset reachable with the dims so far
+  for (const auto& [stride, size] : dims) {
+    if (stride <= span) return true;
+    span += (size - 1) * stride;
+  }
+  return false;
+}
+
+void check_no_internal_overlap(const Tensor& dst, const char* op) {
+  if (dst.numel() > 1 && has_internal_overlap(dst))
+    fail<ValueError>("{}: more than one element of the written-to tensor refers to a single memory location (shape "
+                     "{}, strides [{}], e.g. an expanded view); clone() it before writing to it",
+                     op, dst.shape(), fmt::join(dst.strides(), ", "));
+}
+
+// [first, last] element offsets of t in its storage (t non-empty, strides >= 0).
+std::pair<std::int64_t, std::int64_t> extent(const Tensor& t) {
+  std::int64_t last = t.offset();
+  for (int d = 0; d < t.dim(); ++d)
+    last += (t.shape()[static_cast<std::size_t>(d)] - 1) * t.strides()[static_cast<std::size_t>(d)];
+  return {t.offset(), last};
+}
+
+// The source to read: src itself, or a snapshot of it when it shares memory with dst without
+// being the very same view (see above). Refuses PyTorch's "partial overlap" case.
+Tensor readable_source(const Tensor& src, const Tensor& dst, const char* op) {
+  if (src.numel() == 0 || dst.numel() == 0 || src.impl().storage != dst.impl().storage) return src;
+  const auto [s0, s1] = extent(src);
+  const auto [d0, d1] = extent(dst);
+  if (s1 < d0 || d1 < s0) return src;  // disjoint ranges
+  if (src.offset() == dst.offset() && src.shape() == dst.shape() && src.strides() == dst.strides()) return src;
+  if (src.is_contiguous() && dst.is_contiguous())
+    fail<ValueError>("{}: the source and the written-to tensor partly share memory (offsets {} and {} of one "
+                     "storage); clone() the source first",
+                     op, src.offset(), dst.offset());
+  NoGradGuard no_grad;
+  return src.detach().clone();
+}
+}  // namespace
+
+namespace {
+// dst[p] = f(dst[p], src[p]) over dst's shape, for any strides of dst (no internal overlap) and a
+// source broadcast to dst's shape.
+template <class T, class F>
+void update_strided(Tensor& dst, const Tensor& src, F f) {
+  T* pd = dst.data<T>();
+  const T* ps = src.data<T>();
+  const std::int64_t n = dst.numel();
+  if (dst.is_contiguous() && src.is_contiguous() && src.shape() == dst.shape()) {
+    for (std::int64_t i = 0; i < n; ++i) pd[i] = f(pd[i], ps[i]);
+    return;
+  }
+  const Strides sd = dst.strides(), ss = detail::broadcast_strides(src, dst.shape());
+  const std::int64_t ld = dst.dim() ? sd.back() : 1, ls = dst.dim() ? ss.back() : 0;
+  detail::for_each_row<2>(dst.shape(), {&sd, &ss}, [&](std::int64_t m, const std::array<std::int64_t, 2>& off, std::int64_t) {
+    T* rd = pd + off[0];
+    const T* rs = ps + off[1];
+    for (std::int64_t i = 0; i < m; ++i) rd[i * ld] = f(rd[i * ld], rs[i * ls]);
+  });
+}
+
+// PyTorch's in-place rule: the source broadcasts to the destination's shape, never the reverse.
+void check_broadcasts_to(const Tensor& src, const Tensor& dst, const char* op) {
+  const int ns = src.dim(), nd = dst.dim();
+  bool ok = ns <= nd;
+  for (int k = 1; ok && k <= ns; ++k) {
+    const std::int64_t a = src.shape()[static_cast<std::size_t>(ns - k)], b = dst.shape()[static_cast<std::size_t>(nd - k)];
+    ok = a == b || a == 1;
+  }
+  if (!ok)
+    fail<ShapeError>("{}: source shape {} does not broadcast to the destination's shape {}", op, src.shape(),
+                     dst.shape());
+}
+}  // namespace
+
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
-  if (src.shape() != shape())
-    fail<ShapeError>("copy_: source shape {} differs from destination {}", src.shape(), shape());
-  if (!is_contiguous()) fail<ValueError>("copy_: destination must be contiguous, got strides [{}]", fmt::join(strides(), ", "));
-  Tensor s = src.dtype() == dtype() ? src : src.detach().to(dtype());
+  check_broadcasts_to(src, *this, "copy_");
+  check_no_internal_overlap(*this, "copy_");
+  Tensor s = src.dtype() == dtype() ? readable_source(src, *this, "copy_") : src.detach().to(dtype());
   dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
-    detail::copy_to_contiguous<T>(s, data<T>());
+    update_strided<T>(*this, s, [](T, T v) { return v; });
   });
   return *this;
 }
 
 Tensor& Tensor::add_(const Tensor& o, double alpha) {
   check_inplace(*this, "add_");
-  if (o.shape() != shape() || o.dtype() != dtype())
-    fail<ShapeError>("add_: {} {} cannot be added in place to {} {}", o.shape(), o.dtype(), shape(), dtype());
-  if (!is_contiguous()) fail<ValueError>("add_: destination must be contiguous");
+  if (o.dtype() != dtype())
+    fail<DTypeError>("add_: {} cannot be added in place to {}; cast it with .to() first", o.dtype(), dtype());
+  check_broadcasts_to(o, *this, "add_");
+  check_no_internal_overlap(*this, "add_");
+  const Tensor q = readable_source(o, *this, "add_");
   dispatch_float(dtype(), "add_", [&](auto tag) {
     using T = decltype(tag);
-    T* p = data<T>();
     const T al = static_cast<T>(alpha);
-    const std::int64_t n = numel();
-    const Tensor oc = o.is_contiguous() ? o : o.detach().contiguous();
-    const T* q = oc.data<T>();
-    // No simd pragma: q may overlap p (a shifted view of the same storage); the compiler
-    // vectorizes behind its own run-time overlap test and keeps the sequential meaning.
-    for (std::int64_t i = 0; i < n; ++i) p[i] += al * q[i];
+    update_strided<T>(*this, q, [al](T p, T v) { return p + al * v; });
   });
   return *this;
 }
 
 Tensor& Tensor::mul_(double s) {
   check_inplace(*this, "mul_");
-  if (!is_contiguous()) fail<ValueError>("mul_: destination must be contiguous");
+  check_no_internal_overlap(*this, "mul_");
   dispatch_float(dtype(), "mul_", [&](auto tag) {
     using T = decltype(tag);
     T* p = data<T>();
     const T sv = static_cast<T>(s);
-    const std::int64_t n = numel();
+    if (is_contiguous()) {
+      const std::int64_t n = numel();
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) p[i] *= sv;
+      for (std::int64_t i = 0; i < n; ++i) p[i] *= sv;
+      return;
+    }
+    const Strides st = strides();
+    const std::int64_t l = dim() ? st.back() : 1;
+    detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
+      for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * l] *= sv;
+    });
+  });
+  return *this;
+}
+
+Tensor& Tensor::mul_(const Tensor& o) {
+  check_inplace(*this, "mul_");
+  if (o.dtype() != dtype())
+    fail<DTypeError>("mul_: {} cannot multiply {} in place; cast it with .to() first", o.dtype(), dtype());
+  check_broadcasts_to(o, *this, "mul_");
+  check_no_internal_overlap(*this, "mul_");
+  const Tensor q = readable_source(o, *this, "mul_");
+  dispatch_float(dtype(), "mul_", [&](auto tag) {
+    using T = decltype(tag);
+    update_strided<T>(*this, q, [](T p, T v) { return p * v; });
   });
   return *this;
 }

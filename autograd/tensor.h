@@ -115,6 +115,7 @@ class Tensor {
   Tensor& copy_(const Tensor& src);  // same shape and dtype
   Tensor& add_(const Tensor& o, double alpha = 1.0);
   Tensor& mul_(double s);
+  Tensor& mul_(const Tensor& o);  // o broadcast to this shape, same dtype
 
   // Inline (every op calls it several times); the error path stays out of line.
   TensorImpl& impl() const {

@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,7 +115,31 @@ void write_all(int fd, const char* p, std::size_t n, const std::string& path) {
   }
 }
 
+// A save killed mid-write leaves its "<path>.tmp.<pid>" behind. Before writing, remove those
+// of `path` whose process is gone: kill(pid, 0) fails with ESRCH. A live process (also one that
+// reused a dead writer's pid) keeps its file, and so does anything not of that exact form.
+// Best effort: a file that cannot be listed or removed is left alone.
+void remove_stale_temp_files(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.parent_path().empty() ? fs::path(".") : target.parent_path();
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec) return;
+  for (const fs::directory_entry& e : it) {
+    const std::string name = e.path().filename().string();
+    if (!name.starts_with(prefix) || name.size() == prefix.size() || name.size() - prefix.size() > 9) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (!std::all_of(digits.begin(), digits.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) != 0 && errno == ESRCH) fs::remove(e.path(), ec);
+  }
+}
+
 void write_atomically(const std::string& path, const std::vector<Piece>& pieces) {
+  remove_stale_temp_files(path);
   TempFile tmp{fmt::format("{}.tmp.{}", path, ::getpid())};
   tmp.fd = ::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (tmp.fd < 0) {

@@ -218,30 +218,28 @@ RNNBase::RNNBase(RNNKind k, std::int64_t in, std::int64_t hidden, RNNOptions opt
   if (!(opt.dropout >= 0.0 && opt.dropout <= 1.0))
     fail<ValueError>("{}: dropout must be between 0 and 1, got {}", type_name(), opt.dropout);
   const std::int64_t G = gate_count();
-  for (std::int64_t l = 0; l < opt.num_layers; ++l) {
-    const std::int64_t f = l == 0 ? in : hidden;
-    Layer L;
-    if (kind == RNNKind::ln_lstm) {
-      L.ln_lstm = register_module(fmt::format("l{}", l),
-                                  std::make_shared<LayerNormLSTMCell>(f, hidden, ln_eps, opt.gen, opt.dtype));
-    } else if (kind == RNNKind::ln_gru) {
-      L.ln_gru = register_module(fmt::format("l{}", l),
-                                 std::make_shared<LayerNormGRUCell>(f, hidden, ln_eps, opt.gen, opt.dtype));
-    } else {
-      // PyTorch's names and order: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, then l1 ...
-      L.weight_ih =
-          register_parameter(fmt::format("weight_ih_l{}", l), rnn_param({G * hidden, f}, hidden, opt.gen, opt.dtype));
-      L.weight_hh = register_parameter(fmt::format("weight_hh_l{}", l),
-                                       rnn_param({G * hidden, hidden}, hidden, opt.gen, opt.dtype));
-      if (opt.bias) {
-        L.bias_ih =
-            register_parameter(fmt::format("bias_ih_l{}", l), rnn_param({G * hidden}, hidden, opt.gen, opt.dtype));
-        L.bias_hh =
-            register_parameter(fmt::format("bias_hh_l{}", l), rnn_param({G * hidden}, hidden, opt.gen, opt.dtype));
+  // PyTorch's names and order: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, then the
+  // same with suffix _reverse (bidirectional), then l1 ...
+  for (std::int64_t l = 0; l < opt.num_layers; ++l)
+    for (std::int64_t dir = 0; dir < directions(); ++dir) {
+      const std::int64_t f = l == 0 ? in : hidden * directions();
+      const std::string sfx = fmt::format("l{}{}", l, dir ? "_reverse" : "");
+      Layer L;
+      if (kind == RNNKind::ln_lstm) {
+        L.ln_lstm = register_module(sfx, std::make_shared<LayerNormLSTMCell>(f, hidden, ln_eps, opt.gen, opt.dtype));
+      } else if (kind == RNNKind::ln_gru) {
+        L.ln_gru = register_module(sfx, std::make_shared<LayerNormGRUCell>(f, hidden, ln_eps, opt.gen, opt.dtype));
+      } else {
+        L.weight_ih = register_parameter("weight_ih_" + sfx, rnn_param({G * hidden, f}, hidden, opt.gen, opt.dtype));
+        L.weight_hh =
+            register_parameter("weight_hh_" + sfx, rnn_param({G * hidden, hidden}, hidden, opt.gen, opt.dtype));
+        if (opt.bias) {
+          L.bias_ih = register_parameter("bias_ih_" + sfx, rnn_param({G * hidden}, hidden, opt.gen, opt.dtype));
+          L.bias_hh = register_parameter("bias_hh_" + sfx, rnn_param({G * hidden}, hidden, opt.gen, opt.dtype));
+        }
       }
+      layers_.push_back(L);
     }
-    layers_.push_back(L);
-  }
 }
 
 std::int64_t RNNBase::gate_count() const {
@@ -272,6 +270,7 @@ std::string RNNBase::extra_repr() const {
   if (!options.bias && kind != RNNKind::ln_lstm && kind != RNNKind::ln_gru) s += ", bias=False";
   if (options.batch_first) s += ", batch_first=True";
   if (options.dropout != 0.0) s += ", dropout=" + detail::py_float(options.dropout);
+  if (options.bidirectional) s += ", bidirectional=True";
   return s;
 }
 
@@ -333,25 +332,40 @@ RNNResult RNNBase::forward_seq(const Tensor& x_in, const RNNState& init) {
   const bool unbatched = x_in.dim() == 2;
   // Work in (T, N, F).
   Tensor x = unbatched ? unsqueeze(x_in, 1) : (options.batch_first ? transpose(x_in, 0, 1) : x_in);
-  const std::int64_t L = options.num_layers, N = x.size(1), H = hidden_size;
+  const std::int64_t L = options.num_layers, D = directions(), N = x.size(1), H = hidden_size;
   const bool is_lstm = kind == RNNKind::lstm || kind == RNNKind::ln_lstm;
   if (!is_lstm && init.c.defined()) fail<ValueError>("{}: got an initial cell state c, but only LSTMs have one", who);
   auto initial = [&](const Tensor& s, const char* name) {
-    if (!s.defined()) return zeros({L, N, H}, x.dtype());
-    const Shape expect = unbatched ? Shape{L, H} : Shape{L, N, H};
+    if (!s.defined()) return zeros({L * D, N, H}, x.dtype());
+    const Shape expect = unbatched ? Shape{L * D, H} : Shape{L * D, N, H};
     if (s.shape() != expect)
       fail<ShapeError>("{}: initial {} has the wrong shape: expected {} vs actual {}", who, name, expect, s.shape());
     return unbatched ? unsqueeze(s, 1) : s;
   };
   const Tensor h0 = initial(init.h, "h"), c0 = is_lstm ? initial(init.c, "c") : Tensor();
+  // time reversal t -> T-1-t (an index_select, so it has its gradient)
+  const std::int64_t T = x.size(0);
+  std::vector<std::int64_t> rev_idx(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t) rev_idx[static_cast<std::size_t>(t)] = T - 1 - t;
+  const Tensor reversed = from_vector(rev_idx, Shape{T});
 
   std::vector<Tensor> h_n, c_n;
   for (std::int64_t l = 0; l < L; ++l) {
     if (l > 0 && options.dropout > 0.0) x = F::dropout(x, options.dropout, is_training(), options.gen);
-    Tensor h = select(h0, 0, l), c = is_lstm ? select(c0, 0, l) : Tensor();
-    x = run_layer(static_cast<std::size_t>(l), x, h, c);
-    h_n.push_back(h);
-    if (is_lstm) c_n.push_back(c);
+    std::vector<Tensor> outs;
+    for (std::int64_t dir = 0; dir < D; ++dir) {
+      const std::int64_t k = l * D + dir;
+      Tensor h = select(h0, 0, k), c = is_lstm ? select(c0, 0, k) : Tensor();
+      if (dir == 0) {
+        outs.push_back(run_layer(static_cast<std::size_t>(k), x, h, c));
+      } else {  // read x from the end, then put the outputs back in time order
+        const Tensor out_rev = run_layer(static_cast<std::size_t>(k), index_select(x, 0, reversed), h, c);
+        outs.push_back(index_select(out_rev, 0, reversed));
+      }
+      h_n.push_back(h);
+      if (is_lstm) c_n.push_back(c);
+    }
+    x = D == 1 ? outs[0] : cat(outs, -1);  // (T, N, D*H): [forward, reverse]
   }
   RNNResult r;
   r.output = unbatched ? squeeze(x, 1) : (options.batch_first ? transpose(x, 0, 1) : x);

@@ -24,6 +24,12 @@
 //   output  (T, N, H): the last layer's h at every step (batch_first: (N, T, H))
 //   h_n     (num_layers, N, H): every layer's h after the last step; c_n likewise (LSTMs)
 // and takes an optional initial state of the same shapes (zeros when undefined).
+// bidirectional (as PyTorch): each layer has a second direction, with its own parameters
+// (PyTorch's names with the suffix `_reverse`: weight_ih_l0_reverse, ...; for the LayerNorm
+// kinds a child cell "l0_reverse"), that runs from t = T-1 down to 0. Its outputs, put back in
+// time order, are concatenated after the forward direction's: output (T, N, 2H), and layer
+// k > 0 reads 2H features. h_n (and c_n) are (num_layers * 2, N, H), ordered layer 0 forward,
+// layer 0 reverse, layer 1 forward, ...; the initial state likewise.
 // Layer k > 0 reads layer k-1's outputs, through dropout(p) in training (PyTorch's `dropout`).
 // The input projections x W_ih^T of all T steps are one GEMM per layer; only h W_hh^T is
 // computed step by step.
@@ -144,6 +150,7 @@ struct RNNOptions {
   bool bias = true;
   bool batch_first = false;
   double dropout = 0.0;      // between layers, training only
+  bool bidirectional = false;  // a second stack reads the sequence backwards (see below)
   Generator* gen = nullptr;  // initialization and dropout masks (must outlive the module)
   DType dtype = DType::f32;
 };
@@ -167,7 +174,9 @@ class RNNBase : public Module {
 
  private:
   std::int64_t gate_count() const;
-  // One layer over the whole sequence: x (T, N, F_k) -> outputs (T, N, H); h (and c) carried.
+  std::int64_t directions() const { return options.bidirectional ? 2 : 1; }
+  // One layer and direction (index layer * directions + direction) over the whole sequence, in
+  // the order given: x (T, N, F_k) -> outputs (T, N, H); h (and c) carried.
   Tensor run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c);
   // Per layer: PyTorch-named parameters (weight_ih_l{k}, ...) for the plain kinds,
   // a child cell "l{k}" for the layer-normalized kinds.

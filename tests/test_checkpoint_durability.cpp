@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <filesystem>
 #include <random>
@@ -121,5 +122,42 @@ TEST_CASE("save_checkpoint: SIGKILL at random moments never leaves a torn or mis
                                                          << "; killed mid-write: " << rounds_with_leftover_temp);
   CHECK(rounds_with_progress > 0);  // the child did save while being killed
   CHECK(rounds_with_leftover_temp > 0);  // and some kills did land in the middle of a save
+  fs::remove_all(dir);
+}
+
+TEST_CASE("save_safetensors: removes temporary files of dead writers, never a live process's") {
+  const fs::path dir = fs::temp_directory_path() / ("normgrad_stale_tmp_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string path = (dir / "m.safetensors").string();
+  // a pid that is surely gone: a child that exited and was reaped
+  const pid_t dead = ::fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) ::_exit(0);
+  REQUIRE(::waitpid(dead, nullptr, 0) == dead);
+  REQUIRE(::kill(dead, 0) != 0);
+  // a live one: a child sleeping until we kill it
+  const pid_t live = ::fork();
+  REQUIRE(live >= 0);
+  if (live == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  auto touch = [](const fs::path& p) { std::FILE* f = std::fopen(p.c_str(), "w"); if (f) { std::fputs("partial", f); std::fclose(f); } };
+  const fs::path stale = path + ".tmp." + std::to_string(dead), alive = path + ".tmp." + std::to_string(live);
+  const fs::path other = dir / ("n.safetensors.tmp." + std::to_string(dead));  // another checkpoint's
+  const fs::path odd = path + ".tmp.12ab";                                       // not "<path>.tmp.<pid>"
+  for (const auto& p : {stale, alive, other, odd}) touch(p);
+  io::save_safetensors(path, {{"w", full({3}, 1.5)}});
+  CHECK_FALSE(fs::exists(stale));  // its writer is gone
+  CHECK(fs::exists(alive));        // its writer may still be writing
+  CHECK(fs::exists(other));
+  CHECK(fs::exists(odd));
+  CHECK(io::load_safetensors(path).tensors.size() == 1);
+  ::kill(live, SIGKILL);
+  ::waitpid(live, nullptr, 0);
+  // once that writer is gone too, the next save removes its file
+  io::save_safetensors(path, {{"w", full({3}, 2.5)}});
+  CHECK_FALSE(fs::exists(alive));
   fs::remove_all(dir);
 }

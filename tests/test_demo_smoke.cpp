@@ -290,3 +290,15 @@ TEST_CASE("hessian_power example: the top eigenvalue with and without BatchNorm,
   CHECK(r.output.find("agree.") != std::string::npos);
 }
 #endif
+
+TEST_CASE("demos: --threads 0 means the default count, a negative count is refused") {
+  const int before = omp_get_max_threads();
+  CHECK(demo::set_threads(0) == before);  // OMP_NUM_THREADS or all cores: unchanged
+  CHECK(demo::set_threads(1) == 1);
+  CHECK_THROWS_WITH_AS(demo::set_threads(-3),
+                       doctest::Contains("--threads: expected 0 (OMP_NUM_THREADS or all cores) or a positive count, got -3"),
+                       std::invalid_argument);
+  CHECK_THROWS_AS(demo::set_threads(std::int64_t{1} << 40), std::invalid_argument);
+  CHECK(omp_get_max_threads() == 1);  // a refused count changes nothing
+  demo::set_threads(before);
+}

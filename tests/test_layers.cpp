@@ -1,4 +1,5 @@
 #include <cmath>
+#include <limits>
 
 #include "layers/activation.h"
 #include "layers/conv.h"
@@ -108,6 +109,44 @@ TEST_CASE("Conv2d: shapes, default init bound, repr like PyTorch, errors") {
   CHECK_THROWS_WITH_AS(Conv2d(4, 6, 3, 0), doctest::Contains("Conv2d: stride must be positive"), ValueError);
   CHECK_THROWS_WITH_AS(Conv2d(4, 6, 9)(zeros({1, 4, 5, 5})), doctest::Contains("larger than the padded input"),
                        ShapeError);
+}
+
+TEST_CASE("Conv2d: padding 'same' and 'valid' as PyTorch, asymmetric for even kernels") {
+  Generator g(5);
+  Tensor x = test::rnd({2, 3, 6, 7}, 50, false);
+  // odd kernel with dilation: 'same' is the symmetric padding dilation * (k - 1) / 2
+  Conv2d s3(3, 4, 3, 1, "same", 2, 1, true, &g, DType::f64);
+  CHECK(s3.repr() == "Conv2d(3, 4, kernel_size=(3, 3), stride=(1, 1), padding=same, dilation=(2, 2))");
+  test::check_values(s3(x), conv2d(x, s3.weight, s3.bias, 1, 2, 2).to_vector(), 1e-12);
+  // even kernels (2, 4): total padding 1 and 3 split left = total / 2, right = the rest
+  Conv2d s24(3, 2, {2, 4}, 1, "same", 1, 1, true, &g, DType::f64);
+  const Tensor y = s24(x);
+  REQUIRE(y.shape() == Shape{2, 2, 6, 7});
+  // y[n, o, i, j] = b[o] + sum_{c, p, q} w[o, c, p, q] x[n, c, i + p - 0, j + q - 1] (zero outside)
+  for (std::int64_t n : {0, 1})
+    for (std::int64_t o : {0, 1})
+      for (std::int64_t i : {0, 3, 5})
+        for (std::int64_t j : {0, 1, 5, 6}) {
+          double want = s24.bias.at({o});
+          for (std::int64_t c = 0; c < 3; ++c)
+            for (std::int64_t p = 0; p < 2; ++p)
+              for (std::int64_t q = 0; q < 4; ++q) {
+                const std::int64_t r = i + p, k = j + q - 1;
+                if (r >= 0 && r < 6 && k >= 0 && k < 7) want += s24.weight.at({o, c, p, q}) * x.at({n, c, r, k});
+              }
+          CHECK(y.at({n, o, i, j}) == doctest::Approx(want));
+        }
+  CHECK(s24(select(x, 0, 1)).shape() == Shape{2, 6, 7});  // unbatched
+  CHECK_GRADCHECK(nn::gradcheck(s24, test::rnd({1, 3, 4, 5}, 51)));
+  // 'valid' is no padding
+  Conv2d v(3, 2, 3, 2, "valid", 1, 1, false, &g, DType::f64);
+  CHECK(v.repr() == "Conv2d(3, 2, kernel_size=(3, 3), stride=(2, 2), padding=valid, bias=False)");
+  test::check_values(v(x), conv2d(x, v.weight, Tensor(), 2, 0).to_vector(), 1e-12);
+  CHECK_THROWS_WITH_AS(Conv2d(3, 2, 3, 2, "same"),
+                       doctest::Contains("Conv2d: padding='same' is not supported for strided convolutions (stride (2, 2))"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(Conv2d(3, 2, 3, 1, "full"),
+                       doctest::Contains("Conv2d: invalid padding string 'full', should be one of 'valid', 'same'"), ValueError);
 }
 
 TEST_CASE("MaxPool2d / AvgPool2d / AdaptiveAvgPool2d: shapes, repr, module gradcheck") {
@@ -246,4 +285,50 @@ TEST_CASE("Embedding: lookup values and shapes, accumulated gradient, padding_id
                        doctest::Contains("Embedding(5, 3): index 5 is out of range [0, 5)"), IndexError);
   CHECK_THROWS_WITH_AS(e(zeros({2})), doctest::Contains("indices must be int64, got float32"), DTypeError);
   CHECK_THROWS_AS(Embedding(4, 2, 4), IndexError);
+}
+
+TEST_CASE("Embedding: max_norm renormalizes the looked-up rows in place, as PyTorch") {
+  // rows: 0 has 2-norm 5, 1 has 2-norm 0.5, 2 has 2-norm 13, 3 has 2-norm 10 (never looked up)
+  Embedding e(4, 2, std::nullopt, nullptr, DType::f64, 2.0);
+  CHECK(e.repr() == "Embedding(4, 2, max_norm=2.0)");
+  {
+    NoGradGuard ng;
+    e.weight.copy_(tensor({3, 4, 0.3, 0.4, 5, 12, 6, 8}, {4, 2}, DType::f64));
+  }
+  const Tensor idx = from_vector(std::vector<std::int64_t>{2, 0, 2, 1}, {2, 2});
+  const Tensor y = e(idx);
+  // w_i * max_norm / (||w_i|| + 1e-7) for rows over the norm; the others untouched
+  const double s0 = 2.0 / (5 + 1e-7), s2 = 2.0 / (13 + 1e-7);
+  const std::vector<double> w = {3 * s0, 4 * s0, 0.3, 0.4, 5 * s2, 12 * s2, 6, 8};
+  test::check_values(e.weight, w, 1e-12);
+  test::check_values(y, {w[4], w[5], w[0], w[1], w[4], w[5], w[2], w[3]}, 1e-12);
+  CHECK(e.weight.requires_grad());
+  CHECK(e.weight.is_leaf());
+  // the lookup's gradient is unchanged: each looked-up position's gradient added to its row
+  sum(y).backward();
+  test::check_values(e.weight.grad(), {1, 1, 1, 1, 2, 2, 0, 0}, 1e-12);
+  // rows well within max_norm: a float64 gradcheck of the module (the renorm is a no-op)
+  Generator g(7);
+  Embedding small(4, 2, std::nullopt, &g, DType::f64, 50.0);
+  CHECK_GRADCHECK(nn::gradcheck(small, idx));
+  // norm_type 1 and infinity
+  Embedding e1(2, 2, std::nullopt, nullptr, DType::f64, 1.0, 1.0);
+  CHECK(e1.repr() == "Embedding(2, 2, max_norm=1.0, norm_type=1.0)");
+  {
+    NoGradGuard ng;
+    e1.weight.copy_(tensor({3, -1, 0.2, 0.3}, {2, 2}, DType::f64));
+  }
+  e1(from_vector(std::vector<std::int64_t>{0, 1}, {2}));
+  test::check_values(e1.weight, {3 / (4 + 1e-7), -1 / (4 + 1e-7), 0.2, 0.3}, 1e-12);
+  Embedding einf(1, 2, std::nullopt, nullptr, DType::f64, 1.5, std::numeric_limits<double>::infinity());
+  {
+    NoGradGuard ng;
+    einf.weight.copy_(tensor({-3, 2}, {1, 2}, DType::f64));
+  }
+  einf(from_vector(std::vector<std::int64_t>{0}, {1}));
+  test::check_values(einf.weight, {-3 * 1.5 / (3 + 1e-7), 2 * 1.5 / (3 + 1e-7)}, 1e-12);
+  CHECK_THROWS_WITH_AS(Embedding(4, 2, std::nullopt, nullptr, DType::f32, 0.0),
+                       doctest::Contains("Embedding: max_norm must be positive, got 0"), ValueError);
+  CHECK_THROWS_WITH_AS(Embedding(4, 2, std::nullopt, nullptr, DType::f32, 1.0, -2.0),
+                       doctest::Contains("Embedding: norm_type must be positive, got -2"), ValueError);
 }

@@ -137,6 +137,9 @@ TEST_CASE("cross_entropy/nll_loss: errors") {
                        IndexError);
   CHECK_THROWS_WITH_AS(cross_entropy(x, f64({0, 1}, {2})), doctest::Contains("cross_entropy: target must hold int64"),
                        DTypeError);
+  CHECK_THROWS_WITH_AS(nll_loss(x, i64({-100, 0}, {2}), LossOptions{.ignore_index = -1}),
+                       doctest::Contains("nll_loss: target -100 is out of range for 3 classes (and is not ignore_index -1)"),
+                       IndexError);
   CHECK_THROWS_WITH_AS(cross_entropy(zeros({2, 3}, DType::i64), i64({0, 1}, {2})),
                        doctest::Contains("cross_entropy: input must be float32 or float64"), DTypeError);
   CHECK_THROWS_WITH_AS(cross_entropy(x, i64({0, 1, 2}, {3})),
@@ -145,6 +148,133 @@ TEST_CASE("cross_entropy/nll_loss: errors") {
   CHECK_THROWS_WITH_AS(nll_loss(zeros({2, 3, 4}, DType::f64), i64({0, 1}, {2})), doctest::Contains("nll_loss"), ShapeError);
   CHECK_THROWS_WITH_AS(cross_entropy(x, i64({0, 1}, {2}), Reduction::mean, 1.5),
                        doctest::Contains("cross_entropy: label_smoothing must be in [0, 1], got 1.5"), ValueError);
+}
+
+// ---- weight, ignore_index, probability targets (PyTorch's semantics) ---------------------------
+
+TEST_CASE("nll_loss: class weights and ignore_index, mean divides by the summed weights") {
+  Tensor lp = f64({-1, -2, -3, -0.5, -1.5, -2.5, -0.1, -0.2, -0.3}, {3, 3});
+  Tensor w = f64({1, 2, 3}, {3});
+  Tensor t = i64({2, 0, -100}, {3});  // the third target is ignored (default ignore_index)
+  test::check_values(nll_loss(lp, t, LossOptions{.weight = w, .reduction = Reduction::none}), {9, 0.5, 0});
+  test::check_values(nll_loss(lp, t, LossOptions{.weight = w, .reduction = Reduction::sum}), {9.5});
+  test::check_values(nll_loss(lp, t, LossOptions{.weight = w}), {9.5 / (3 + 1)});  // not / 2 targets, not / 3
+  test::check_values(nll_loss(lp, t, LossOptions{}), {3.5 / 2});                   // no weight: / kept targets
+  // another ignore_index: class 1 is ignored, -100 is then out of range
+  Tensor t1 = i64({2, 1, 0}, {3});
+  test::check_values(nll_loss(lp, t1, LossOptions{.weight = w, .ignore_index = 1}), {(9 + 0.1) / (3 + 1)});
+  // every target ignored: mean is 0 / 0 = NaN, as PyTorch; sum is 0
+  CHECK(std::isnan(nll_loss(lp, i64({-100, -100, -100}, {3})).item()));
+  test::check_values(nll_loss(lp, i64({-100, -100, -100}, {3}), LossOptions{.reduction = Reduction::sum}), {0});
+  // (N, C, L) with weights: against a direct sum
+  Tensor x3 = test::rnd({2, 3, 4}, 40, false);
+  Tensor t3 = i64({0, 2, -100, 1, 1, -100, 2, 0}, {2, 4});
+  Tensor w3 = f64({0.5, 2, 1.5}, {3});
+  double num = 0, den = 0;
+  for (std::int64_t n = 0; n < 2; ++n)
+    for (std::int64_t l = 0; l < 4; ++l) {
+      const auto c = static_cast<std::int64_t>(t3.at({n, l}));
+      if (c == -100) continue;
+      num += -w3.at({c}) * x3.at({n, c, l});
+      den += w3.at({c});
+    }
+  CHECK(nll_loss(x3, t3, LossOptions{.weight = w3}).item() == doctest::Approx(num / den));
+  Tensor xg = test::rnd({5, 3}, 41);
+  Tensor tg = i64({0, -100, 2, 1, 2}, {5});
+  for (Reduction r : {Reduction::none, Reduction::mean, Reduction::sum})
+    CHECK_GRADCHECK(gradcheck([tg, w, r](const std::vector<Tensor>& v) {
+      return nll_loss(v[0], tg, LossOptions{.weight = w, .reduction = r});
+    }, {xg}));
+}
+
+TEST_CASE("cross_entropy: weight, ignore_index and label smoothing together, against PyTorch's formula") {
+  Tensor x = test::rnd({4, 3}, 42, false);
+  Tensor t = i64({2, -100, 0, 1}, {4});
+  Tensor w = f64({0.5, 2, 1.5}, {3});
+  const double eps = 0.3;
+  // per sample: nll_n = -w_y log p_y, smooth_n = -sum_c w_c log p_c, both 0 when ignored;
+  // loss = (1 - eps) sum nll / D + eps / C * sum smooth / D,  D = sum of w_y over kept targets
+  double nll = 0, smooth = 0, den = 0;
+  std::vector<double> per(4, 0.0);
+  for (std::int64_t n = 0; n < 4; ++n) {
+    const auto y = static_cast<std::int64_t>(t.at({n}));
+    if (y == -100) continue;
+    double lse = 0;
+    for (std::int64_t c = 0; c < 3; ++c) lse += std::exp(x.at({n, c}));
+    lse = std::log(lse);
+    double sm = 0;
+    for (std::int64_t c = 0; c < 3; ++c) sm += -w.at({c}) * (x.at({n, c}) - lse);
+    const double nl = -w.at({y}) * (x.at({n, y}) - lse);
+    nll += nl;
+    smooth += sm;
+    den += w.at({y});
+    per[static_cast<std::size_t>(n)] = (1 - eps) * nl + eps / 3 * sm;
+  }
+  const LossOptions o{.weight = w, .label_smoothing = eps};
+  CHECK(cross_entropy(x, t, o).item() == doctest::Approx((1 - eps) * nll / den + eps / 3 * smooth / den));
+  LossOptions none = o;
+  none.reduction = Reduction::none;
+  test::check_values(cross_entropy(x, t, none), per);
+  // without smoothing it is nll_loss of log_softmax
+  CHECK(cross_entropy(x, t, LossOptions{.weight = w}).item() == doctest::Approx(nll / den));
+  Tensor xg = test::rnd({4, 3, 2}, 43);
+  Tensor tg = i64({0, 2, -100, 1, 2, 2, 0, -100}, {4, 2});
+  CHECK_GRADCHECK(gradcheck([tg, o](const std::vector<Tensor>& v) { return cross_entropy(v[0], tg, o); }, {xg}));
+  CHECK_GRADCHECK(gradgradcheck([tg, o](const std::vector<Tensor>& v) { return cross_entropy(v[0], tg, o); }, {xg}));
+}
+
+TEST_CASE("cross_entropy: probability (soft) targets, mean over the batch") {
+  Tensor x = test::rnd({3, 4}, 44, false);
+  Tensor p = softmax(test::rnd({3, 4}, 45, false), 1);  // each row sums to 1
+  Tensor w = f64({1, 0.5, 2, 3}, {4});
+  const double eps = 0.1;
+  double total = 0;
+  std::vector<double> per;
+  for (std::int64_t n = 0; n < 3; ++n) {
+    double lse = 0;
+    for (std::int64_t c = 0; c < 4; ++c) lse += std::exp(x.at({n, c}));
+    lse = std::log(lse);
+    double l = 0;
+    for (std::int64_t c = 0; c < 4; ++c) l += -w.at({c}) * ((1 - eps) * p.at({n, c}) + eps / 4) * (x.at({n, c}) - lse);
+    per.push_back(l);
+    total += l;
+  }
+  test::check_values(cross_entropy(x, p, LossOptions{.weight = w, .reduction = Reduction::none, .label_smoothing = eps}), per);
+  // mean divides by N = 3, not by the weights
+  CHECK(cross_entropy(x, p, LossOptions{.weight = w, .label_smoothing = eps}).item() == doctest::Approx(total / 3));
+  // one-hot probabilities give the class-index loss (no weights: both means divide by N)
+  Tensor t = i64({1, 3, 0}, {3});
+  Tensor onehot = f64({0, 1, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0}, {3, 4});
+  CHECK(cross_entropy(x, onehot).item() == doctest::Approx(cross_entropy(x, t).item()));
+  // (N, C, L) soft targets: mean over N * L
+  Tensor x3 = test::rnd({2, 3, 5}, 46);
+  Tensor p3 = softmax(test::rnd({2, 3, 5}, 47, false), 1).requires_grad_();
+  CHECK(cross_entropy(x3, p3).item() == doctest::Approx(cross_entropy(x3, p3, Reduction::sum).item() / 10));
+  // gradients w.r.t. the logits and the targets, first and second order
+  CHECK_GRADCHECK(gradcheck([w](const std::vector<Tensor>& v) {
+    return cross_entropy(v[0], v[1], LossOptions{.weight = w, .label_smoothing = 0.2});
+  }, {test::rnd({3, 4}, 48), test::rnd({3, 4}, 49)}));
+  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return cross_entropy(v[0], v[1], Reduction::none); }, {x3, p3}));
+  CHECK_GRADCHECK(gradgradcheck([](const std::vector<Tensor>& v) { return cross_entropy(v[0], v[1]); }, {x3, p3}));
+}
+
+TEST_CASE("cross_entropy/nll_loss: errors of weight, ignore_index and probability targets") {
+  Tensor x = zeros({2, 3}, DType::f64);
+  Tensor t = i64({0, 1}, {2});
+  CHECK_THROWS_WITH_AS(nll_loss(x, t, LossOptions{.weight = zeros({2}, DType::f64)}),
+                       doctest::Contains("nll_loss: weight must hold one value per class, shape [3]: got [2]"), ShapeError);
+  CHECK_THROWS_WITH_AS(cross_entropy(x, t, LossOptions{.weight = zeros({3})}),
+                       doctest::Contains("cross_entropy: weight dtype must match the input's: float64 vs float32"), DTypeError);
+  CHECK_THROWS_WITH_AS(cross_entropy(x, zeros({2, 3}, DType::f64), LossOptions{.ignore_index = 0}),
+                       doctest::Contains("cross_entropy: ignore_index (0) applies to class-index targets only"), ValueError);
+  CHECK_THROWS_WITH_AS(cross_entropy(x, zeros({2, 3}, DType::i64)),
+                       doctest::Contains("cross_entropy: a target of the input's shape [2, 3] holds class probabilities and must be float"),
+                       DTypeError);
+  CHECK_THROWS_WITH_AS(cross_entropy(x, zeros({2, 3})),
+                       doctest::Contains("cross_entropy: probability targets must have the input's dtype: float64 vs float32"),
+                       DTypeError);
+  CHECK_THROWS_WITH_AS(nll_loss(x, t, LossOptions{.label_smoothing = 0.1}),
+                       doctest::Contains("nll_loss: label_smoothing applies to cross_entropy only"), ValueError);
 }
 
 // ---- mse_loss ------------------------------------------------------------------------------

@@ -269,6 +269,131 @@ TEST_CASE("recurrent: float64 gradcheck over 4-5 time steps, batch 2, w.r.t. inp
   }
 }
 
+namespace {
+std::shared_ptr<RNNBase> make_rnn(RNNKind kind, std::int64_t in, std::int64_t hidden, RNNOptions o) {
+  switch (kind) {
+    case RNNKind::lstm: return std::make_shared<LSTM>(in, hidden, o);
+    case RNNKind::gru: return std::make_shared<GRU>(in, hidden, o);
+    case RNNKind::ln_lstm: return std::make_shared<LayerNormLSTM>(in, hidden, o);
+    case RNNKind::ln_gru: return std::make_shared<LayerNormGRU>(in, hidden, o);
+    default: return std::make_shared<RNN>(in, hidden, o);
+  }
+}
+// x (T, N, F) with its time order reversed, by stacking the steps from the last.
+Tensor time_reversed(const Tensor& x) {
+  std::vector<Tensor> steps;
+  for (std::int64_t t = x.size(0); t-- > 0;) steps.push_back(select(x, 0, t));
+  return stack(steps, 0);
+}
+}  // namespace
+
+TEST_CASE("recurrent: bidirectional as PyTorch: _reverse parameters, [forward, reverse] outputs, h_n layout") {
+  Generator g(31);
+  RNNOptions o = f64(&g, 2);
+  o.bidirectional = true;
+  LSTM lstm(3, 4, o);
+  CHECK(keys(lstm.state_dict()) ==
+        std::vector<std::string>{"weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0", "weight_ih_l0_reverse",
+                                 "weight_hh_l0_reverse", "bias_ih_l0_reverse", "bias_hh_l0_reverse", "weight_ih_l1",
+                                 "weight_hh_l1", "bias_ih_l1", "bias_hh_l1", "weight_ih_l1_reverse",
+                                 "weight_hh_l1_reverse", "bias_ih_l1_reverse", "bias_hh_l1_reverse"});
+  CHECK(lstm.named_parameters()[8].second.shape() == Shape{16, 8});  // layer 1 reads [forward, reverse]
+  CHECK(lstm.repr() == "LSTM(3, 4, num_layers=2, bidirectional=True)");
+  LayerNormGRU lng(3, 4, o);
+  CHECK(keys(lng.state_dict())[0] == "l0.weight_ih");
+  CHECK(lng.named_parameters().size() == 4 * 8u);
+  CHECK(keys(lng.state_dict()).at(8) == "l0_reverse.weight_ih");
+
+  // Each kind, 2 layers, against one-direction 1-layer modules holding the same parameters:
+  // layer l = cat(forward(x), time_reversed(reverse(time_reversed(x)))) on the feature dim.
+  const std::int64_t T = 4, N = 2, F = 3, H = 3;
+  Tensor x = test::rnd({T, N, F}, 32, false);
+  for (RNNKind kind : {RNNKind::rnn_tanh, RNNKind::lstm, RNNKind::gru, RNNKind::ln_lstm, RNNKind::ln_gru}) {
+    auto bi = make_rnn(kind, F, H, o);
+    CAPTURE(bi->repr());
+    const bool lstm_like = kind == RNNKind::lstm || kind == RNNKind::ln_lstm;
+    Tensor h0 = test::rnd({4, N, H}, 33, false), c0 = test::rnd({4, N, H}, 34, false);
+    const RNNResult r = bi->forward_seq(x, {h0, lstm_like ? c0 : Tensor()});
+    REQUIRE(r.output.shape() == Shape{T, N, 2 * H});
+    REQUIRE(r.h_n.shape() == Shape{4, N, H});
+    const NamedTensors sd = bi->state_dict();
+    Tensor in = x;
+    for (std::int64_t l = 0; l < 2; ++l) {
+      std::vector<Tensor> outs;
+      for (std::int64_t dir = 0; dir < 2; ++dir) {
+        auto uni = make_rnn(kind, l == 0 ? F : 2 * H, H, f64(&g));
+        NamedTensors mine;
+        for (const auto& [key, t] : uni->state_dict()) {
+          std::string k = key;
+          k.replace(k.find("l0"), 2, fmt::format("l{}{}", l, dir ? "_reverse" : ""));
+          for (const auto& [bk, bt] : sd)
+            if (bk == k) mine.emplace_back(key, bt);
+        }
+        REQUIRE(mine.size() == uni->state_dict().size());
+        uni->load_state_dict(mine);
+        const std::int64_t k = 2 * l + dir;
+        const RNNState s0{unsqueeze(select(h0, 0, k), 0), lstm_like ? unsqueeze(select(c0, 0, k), 0) : Tensor()};
+        const RNNResult u = uni->forward_seq(dir ? time_reversed(in) : in, s0);
+        outs.push_back(dir ? time_reversed(u.output) : u.output);
+        test::check_values(select(r.h_n, 0, k), select(u.h_n, 0, 0).contiguous().to_vector(), 1e-12);
+        if (lstm_like) test::check_values(select(r.c_n, 0, k), select(u.c_n, 0, 0).contiguous().to_vector(), 1e-12);
+      }
+      in = cat(outs, 2);
+    }
+    test::check_values(r.output, in.contiguous().to_vector(), 1e-12);
+  }
+
+  // batch_first and unbatched
+  RNNOptions bf = f64(&g);
+  bf.bidirectional = true;
+  bf.batch_first = true;
+  GRU gb(F, H, bf);
+  const RNNResult rb = gb.forward_seq(transpose(x, 0, 1));
+  CHECK(rb.output.shape() == Shape{N, T, 2 * H});
+  CHECK(rb.h_n.shape() == Shape{2, N, H});
+  const RNNResult ru = gb.forward_seq(select(x, 1, 0));
+  CHECK(ru.output.shape() == Shape{T, 2 * H});
+  CHECK(ru.h_n.shape() == Shape{2, H});
+  test::check_values(ru.output, select(rb.output, 0, 0).contiguous().to_vector(), 1e-12);
+  // the initial state must be (num_layers * 2, N, H)
+  CHECK_THROWS_WITH_AS(gb.forward_seq(transpose(x, 0, 1), {zeros({1, N, H}, DType::f64), Tensor()}),
+                       doctest::Contains("initial h has the wrong shape: expected [2, 2, 3] vs actual [1, 2, 3]"),
+                       ShapeError);
+}
+
+TEST_CASE("recurrent: bidirectional float64 gradcheck and gradgradcheck") {
+  Generator g(41);
+  const std::int64_t T = 3, N = 2, F = 2, H = 2;
+  Tensor x = test::rnd({T, N, F}, 42);
+  RNNOptions o = f64(&g, 2);
+  o.bidirectional = true;
+  SUBCASE("LSTM, 2 layers, with (h0, c0)") {
+    LSTM m(F, H, o);
+    Tensor h0 = test::rnd({4, N, H}, 43), c0 = test::rnd({4, N, H}, 44);
+    std::vector<Tensor> inputs{x, h0, c0};
+    for (auto& p : m.parameters()) inputs.push_back(p);
+    CHECK_GRADCHECK(gradcheck(
+        [&](const std::vector<Tensor>& v) {
+          const RNNResult r = m.forward_seq(v[0], {v[1], v[2]});
+          return cat({flatten(r.output), flatten(r.h_n), flatten(r.c_n)}, 0);
+        },
+        inputs));
+  }
+  SUBCASE("GRU, RNN, LayerNormLSTM, LayerNormGRU") {
+    for (RNNKind kind : {RNNKind::gru, RNNKind::rnn_tanh, RNNKind::ln_lstm, RNNKind::ln_gru}) {
+      auto m = make_rnn(kind, F, H, o);
+      CAPTURE(m->repr());
+      CHECK_GRADCHECK(nn::gradcheck(*m, x));
+    }
+  }
+  SUBCASE("GRU: second order w.r.t. the input") {
+    RNNOptions o1 = f64(&g);
+    o1.bidirectional = true;
+    GRU m(F, H, o1);
+    CHECK_GRADCHECK(gradgradcheck([&](const std::vector<Tensor>& v) { return m.forward_seq(v[0]).output; }, {x}));
+  }
+}
+
 TEST_CASE("recurrent: truncated BPTT by detaching the carried state") {
   Generator g(31);
   LSTM m(3, 4, f64(&g));

@@ -280,19 +280,101 @@ TEST_CASE("scatter_add: gather's adjoint") {
 
 // ---- pad --------------------------------------------------------------------------------------
 
-TEST_CASE("pad: widths per leading dim, constant value") {
+TEST_CASE("pad: pairs from the last dim, constant value, negative widths crop") {
   Tensor a = f64({1, 2, 3, 4}, {2, 2});
-  Tensor p = pad(a, {{1, 0}, {0, 2}}, 9);
+  // {left, right, top, bottom}: (0, 2) on the last dim, (1, 0) on the first (F.pad's order)
+  Tensor p = pad(a, {0, 2, 1, 0}, PadMode::constant, 9);
   REQUIRE(p.shape() == Shape{3, 4});
   test::check_values(p, {9, 9, 9, 9, 1, 2, 9, 9, 3, 4, 9, 9});
-  Tensor q = pad(a, {{1, 1}});  // only dim 0
-  REQUIRE(q.shape() == Shape{4, 2});
-  test::check_values(q, {0, 0, 1, 2, 3, 4, 0, 0});
-  test::check_values(pad(transpose(a, 0, 1), {{0, 0}, {1, 0}}), {0, 1, 3, 0, 2, 4});
+  Tensor q = pad(a, {1, 1});  // only the LAST dim
+  REQUIRE(q.shape() == Shape{2, 4});
+  test::check_values(q, {0, 1, 2, 0, 0, 3, 4, 0});
+  test::check_values(pad(transpose(a, 0, 1), {1, 0}), {0, 1, 3, 0, 2, 4});
+  // negative widths crop: [0..5) -> drop 2 on the left, add 1 on the right
+  test::check_values(pad(arange(5, DType::f64), {-2, 1}, PadMode::constant, 7), {2, 3, 4, 7});
+  test::check_values(pad(arange(5, DType::f64), {-2, -3}), {});
+  Tensor same = pad(a, {0, 0});  // nothing to pad: a copy, never an alias
+  CHECK(same.impl().storage != a.impl().storage);
   Tensor x = test::rnd({3, 2, 5}, 16);
-  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {{1, 2}, {0, 0}, {3, 1}}, -1); }, {x}));
-  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {{0, 1}}); }, {x}));
-  CHECK_THROWS_WITH_AS(pad(a, {{0, 0}, {0, 0}, {1, 1}}),
-                       doctest::Contains("pad: more (before, after) pairs than dims of shape [2, 2]: 2 vs 3"), ShapeError);
-  CHECK_THROWS_WITH_AS(pad(a, {{0, -1}}), doctest::Contains("pad: widths must be non-negative"), ValueError);
+  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {3, 1, 0, 0, 1, 2}, PadMode::constant, -1); }, {x}));
+  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {0, 1}); }, {x}));
+  CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return pad(v[0], {-1, 2, 1, -1}); }, {x}));
+  CHECK_THROWS_WITH_AS(pad(a, {0, 0, 0, 0, 1, 1}),
+                       doctest::Contains("pad: 3 (before, after) pairs for a 2-d input of shape [2, 2]"), ShapeError);
+  // (the old form pad(a, {{1, 1}}) from the first dim is a deleted overload: it does not compile)
+  CHECK_THROWS_WITH_AS(pad(a, {1, 1, 1}), doctest::Contains("pad: the padding list must hold (before, after) pairs, got 3"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(pad(a, {0, -3}), doctest::Contains("pad: negative padding (0, -3) on dim 1 of shape [2, 2] leaves a negative size -1"),
+                       ShapeError);
+}
+
+namespace {
+// The padded index along a dim of size n, written out per mode (the test's own reference).
+std::int64_t ref_src(PadMode m, std::int64_t i, std::int64_t n) {
+  if (m == PadMode::replicate) return i < 0 ? 0 : (i >= n ? n - 1 : i);
+  if (m == PadMode::circular) return i < 0 ? i + n : (i >= n ? i - n : i);
+  return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i);  // reflect
+}
+}  // namespace
+
+TEST_CASE("pad: reflect, replicate, circular values as torch.nn.functional.pad") {
+  Tensor r = arange(3, DType::f64).reshape({1, 3}) + 1.0;  // [[1, 2, 3]] as (C, W)
+  test::check_values(pad(r, {2, 2}, PadMode::reflect), {3, 2, 1, 2, 3, 2, 1});
+  test::check_values(pad(r, {2, 2}, PadMode::replicate), {1, 1, 1, 2, 3, 3, 3});
+  test::check_values(pad(r, {2, 2}, PadMode::circular), {2, 3, 1, 2, 3, 1, 2});
+  test::check_values(pad(r, {3, 3}, PadMode::circular), {1, 2, 3, 1, 2, 3, 1, 2, 3});
+  test::check_values(pad(r, {-1, 1}, PadMode::reflect), {2, 3, 2});
+  // 2-d padding of (N, C, H, W) = (1, 1, 3, 4), against the index map written out above
+  Tensor x = test::rnd({1, 1, 3, 4}, 30, false);
+  for (PadMode m : {PadMode::reflect, PadMode::replicate, PadMode::circular}) {
+    CAPTURE(to_string(m));
+    Tensor y = pad(x, {2, 1, 1, 2}, m);  // W: (2, 1), H: (1, 2)
+    REQUIRE(y.shape() == Shape{1, 1, 6, 7});
+    for (std::int64_t h = 0; h < 6; ++h)
+      for (std::int64_t w = 0; w < 7; ++w)
+        CHECK(y.at({0, 0, h, w}) == x.at({0, 0, ref_src(m, h - 1, 3), ref_src(m, w - 2, 4)}));
+  }
+  // 3-d padding of an unbatched (C, D, H, W)
+  Tensor v = test::rnd({2, 3, 2, 3}, 31, false);
+  Tensor pv = pad(v, {1, 1, 1, 0, 0, 2}, PadMode::replicate);
+  REQUIRE(pv.shape() == Shape{2, 5, 3, 5});
+  CHECK(pv.at({1, 4, 0, 4}) == v.at({1, 2, 0, 2}));
+}
+
+TEST_CASE("pad: reflect, replicate, circular gradients (every copy adds into its source)") {
+  // d/dx of sum(w * pad(x)) by hand for reflect of [x0 x1 x2] by (2, 1): out = x2 x1 x0 x1 x2 x1
+  Tensor x = f64({1, 2, 3}, {1, 3}).detach().requires_grad_();
+  Tensor w = f64({1, 10, 100, 1000, 10000, 100000}, {1, 6});
+  backward(sum(mul(pad(x, {2, 1}, PadMode::reflect), w)));
+  test::check_values(x.grad(), {100, 10 + 1000 + 100000, 1 + 10000});
+  Tensor a = test::rnd({2, 3, 4}, 32), b = test::rnd({1, 2, 3, 4}, 33), c = test::rnd({1, 2, 3, 3, 4}, 34);
+  for (PadMode m : {PadMode::reflect, PadMode::replicate, PadMode::circular}) {
+    CAPTURE(to_string(m));
+    CHECK_GRADCHECK(gradcheck([m](const std::vector<Tensor>& in) { return pad(in[0], {2, 3}, m); }, {a}));
+    CHECK_GRADCHECK(gradcheck([m](const std::vector<Tensor>& in) { return pad(in[0], {1, 2, 2, 0}, m); }, {b}));
+    CHECK_GRADCHECK(gradcheck([m](const std::vector<Tensor>& in) { return pad(in[0], {1, 1, 0, 2, 2, 1}, m); }, {c}));
+    CHECK_GRADCHECK(gradgradcheck([m](const std::vector<Tensor>& in) { Tensor p = pad(in[0], {1, 2, 2, 0}, m); return mul(p, p); }, {b}));
+  }
+}
+
+TEST_CASE("pad: PyTorch's error cases for the non-constant modes") {
+  Tensor x = zeros({1, 2, 3}, DType::f64);
+  CHECK_THROWS_WITH_AS(pad(x, {3, 0}, PadMode::reflect),
+                       doctest::Contains("pad: reflect padding must be smaller than the size of the dim it pads: (3, 0) for dim 2 of size 3"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(pad(x, {0, 4}, PadMode::circular),
+                       doctest::Contains("pad: circular padding wraps around more than once: (0, 4) for dim 2 of size 3"), ValueError);
+  CHECK_THROWS_WITH_AS(pad(zeros({3}, DType::f64), {1, 1}, PadMode::reflect),
+                       doctest::Contains("pad: mode 'reflect' with 1 pair(s) expects a 2-d (unbatched) or 3-d (batched) input, got shape [3]"),
+                       ShapeError);
+  CHECK_THROWS_WITH_AS(pad(zeros({1, 1, 1, 1, 1}, DType::f64), {1, 1, 1, 1, 1, 1, 1, 1}, PadMode::replicate),
+                       doctest::Contains("pad: mode 'replicate' pads the last 1, 2 or 3 dims: 4 pairs given"), ShapeError);
+  CHECK_THROWS_WITH_AS(pad(x, {1, 1}, PadMode::replicate, 2.0),
+                       doctest::Contains("pad: mode 'replicate' takes no fill value (got 2)"), ValueError);
+  CHECK_THROWS_WITH_AS(pad(x, {-2, -1}, PadMode::replicate),
+                       doctest::Contains("pad: mode 'replicate' leaves dim 2 of shape [1, 2, 3] with size 0"), ShapeError);
+  CHECK_THROWS_WITH_AS(pad(zeros({1, 0}, DType::f64), {1, 1}, PadMode::replicate),
+                       doctest::Contains("pad: mode 'replicate' has nothing to copy from the empty dim 1 of shape [1, 0]"),
+                       ShapeError);
+  CHECK(pad(zeros({0, 2, 3}, DType::f64), {1, 1}, PadMode::reflect).shape() == Shape{0, 2, 5});  // empty batch
 }

@@ -189,6 +189,28 @@ TEST_CASE("tape: grad with unused inputs and with a non-leaf input") {
   test::check_values(both[1], {2 * std::exp(1.0), 2 * std::exp(2.0)});
 }
 
+TEST_CASE("tape: grad with the same input listed twice returns the full gradient for each") {
+  // y = sum(x^2 w): dy/dx = 2 x w, dy/dw = x^2 (as torch.autograd.grad(y, [x, w, x]))
+  Tensor x = vec({1, 2, 3}), w = vec({0.5, -1, 2});
+  auto g = grad({sum(mul(mul(x, x), w))}, {x, w, x});
+  REQUIRE(g.size() == 3);
+  test::check_values(g[0], {1, -4, 12});
+  test::check_values(g[1], {1, 4, 9});
+  test::check_values(g[2], {1, -4, 12});
+  // a non-leaf input twice, the second time through another handle of the same tensor
+  Tensor h = exp(x);
+  Tensor h_again = h;
+  auto gh = grad({sum(mul(h, h))}, {h, x, h_again});  // d/dh = 2h, d/dx = 2 e^{2x}
+  for (std::size_t k : {std::size_t{0}, std::size_t{2}})
+    for (std::int64_t i = 0; i < 3; ++i) CHECK(gh[k].at({i}) == doctest::Approx(2 * std::exp(x.at({i}))));
+  for (std::int64_t i = 0; i < 3; ++i) CHECK(gh[1].at({i}) == doctest::Approx(2 * std::exp(2 * x.at({i}))));
+  // under create_graph too: d/dx of the two occurrences' sum is twice the second derivative
+  auto gc = grad({sum(mul(mul(x, x), x))}, {x, x}, {}, BackwardOptions{.create_graph = true});
+  test::check_values(gc[0], {3, 12, 27});
+  auto gg = grad({sum(add(gc[0], gc[1]))}, {x});
+  test::check_values(gg[0], {12, 24, 36});  // d/dx 2 * 3x^2 = 12 x
+}
+
 TEST_CASE("tape: backward of a non-scalar needs a gradient of its shape") {
   Tensor x = vec({1, 2, 3});
   Tensor y = mul(x, 2.0);

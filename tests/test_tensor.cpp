@@ -227,10 +227,79 @@ TEST_CASE("tensor: in-place fill_/copy_/add_/mul_") {
   base.t().fill_(0);
   make_view(base, {2}, {3}, 1).fill_(9);  // column 1
   test::check_values(base, {0, 9, 0, 0, 9, 0});
-  CHECK_THROWS_WITH_AS(c.copy_(zeros({2, 3})), doctest::Contains("copy_: source shape [2, 3] differs from destination [3, 2]"),
+  CHECK_THROWS_WITH_AS(c.copy_(zeros({2, 3})),
+                       doctest::Contains("copy_: source shape [2, 3] does not broadcast to the destination's shape [3, 2]"),
                        ShapeError);
-  CHECK_THROWS_WITH_AS(c.add_(zeros({3, 2}, DType::f32)), doctest::Contains("add_"), ShapeError);
+  CHECK_THROWS_WITH_AS(c.add_(zeros({3, 2}, DType::f32)),
+                       doctest::Contains("add_: float32 cannot be added in place to float64"), DTypeError);
   CHECK_THROWS_AS(arange(3, DType::i64).mul_(2), DTypeError);
+}
+
+TEST_CASE("tensor: copy_, add_, mul_ write through slices and transposed views, as PyTorch") {
+  NoGradGuard no_grad;
+  Tensor base = zeros({3, 4}, DType::f64);
+  // column 1 and 3 (a strided slice): copy_ with a broadcast source row
+  slice(base, 1, 1, 4, 2).copy_(tensor({7, 8}, {2}, DType::f64));
+  test::check_values(base, {0, 7, 0, 8, 0, 7, 0, 8, 0, 7, 0, 8});
+  // a transposed view: element (j, i) of base.t() is base[i, j]
+  base.t().add_(arange(12, DType::f64).reshape({4, 3}), 2.0);  // base[i, j] += 2 * (3 j + i)
+  for (std::int64_t i = 0; i < 3; ++i)
+    for (std::int64_t j = 0; j < 4; ++j)
+      CHECK(base.at({i, j}) == (j % 2 ? (j == 1 ? 7.0 : 8.0) : 0.0) + 2.0 * (3 * j + i));
+  Tensor row = select(base, 0, 2);  // a row view of a contiguous base: contiguous
+  Tensor col = select(base, 1, 0);  // a column: stride 4
+  col.mul_(-1);
+  test::check_values(col, {0, -2, -4});
+  CHECK(base.at({2, 0}) == -4);
+  CHECK(row.at({0}) == -4);
+  // add_ broadcasting a scalar-shaped source into a strided view
+  slice(base, 0, 0, 3, 2).add_(ones({1}, DType::f64));
+  CHECK(base.at({0, 0}) == 1);
+  CHECK(base.at({1, 0}) == -2);
+  // a source that is the very same view reads and writes the same elements: fine
+  Tensor t = base.t();
+  t.add_(t);
+  CHECK(base.at({0, 0}) == 2);
+  // a source sharing part of a strided destination's memory is read from a snapshot first:
+  // the elementwise meaning, as if the source had been cloned
+  Tensor v = arange(6, DType::f64);
+  slice(v, 0, 1, 6, 2).copy_(slice(v, 0, 0, 5, 2));  // odd positions take the even ones
+  test::check_values(v, {0, 0, 2, 2, 4, 4});
+  Tensor w = arange(6, DType::f64).reshape({2, 3});
+  w.t().copy_(w.t().contiguous());  // a copy, not overlapping: fine
+  test::check_values(w, {0, 1, 2, 3, 4, 5});
+  Tensor m = arange(4, DType::f64).reshape({2, 2});
+  m.t().add_(m);  // m^T += m, elementwise on the old values: [[0, 1], [2, 3]] -> [[0, 3], [3, 6]]
+  test::check_values(m, {0, 3, 3, 6});
+  // a shifted contiguous view of its own storage: PyTorch refuses (partial overlap)
+  Tensor u = arange(6, DType::f64);
+  CHECK_THROWS_WITH_AS(slice(u, 0, 1, 6).copy_(slice(u, 0, 0, 5)),
+                       doctest::Contains("copy_: the source and the written-to tensor partly share memory"), ValueError);
+  CHECK_THROWS_WITH_AS(slice(u, 0, 0, 5).add_(slice(u, 0, 1, 6)), doctest::Contains("clone() the source first"), ValueError);
+  test::check_values(u, {0, 1, 2, 3, 4, 5});  // nothing written
+  // internal overlap: an expanded view has several elements at one address
+  Tensor e = zeros({3}, DType::f64);
+  Tensor ex = expand(unsqueeze(e, 0), Shape{2, 3});
+  CHECK_THROWS_WITH_AS(ex.copy_(ones({2, 3}, DType::f64)),
+                       doctest::Contains("copy_: more than one element of the written-to tensor refers to a single memory "
+                                         "location (shape [2, 3], strides [0, 1]"),
+                       ValueError);
+  CHECK_THROWS_WITH_AS(ex.add_(ones({2, 3}, DType::f64)), doctest::Contains("add_: more than one element"), ValueError);
+  CHECK_THROWS_WITH_AS(ex.mul_(2), doctest::Contains("mul_: more than one element"), ValueError);
+  CHECK_THROWS_WITH_AS(make_view(e, {2, 2}, {1, 1}, 0).fill_(1).mul_(2), doctest::Contains("mul_: more than one element"),
+                       ValueError);
+  test::check_values(e, {1, 1, 1});  // only fill_ wrote (one value everywhere: no ambiguity)
+  // mul_ by a tensor: broadcast into a transposed view
+  Tensor mm = arange(6, DType::f64).reshape({2, 3});
+  mm.t().mul_(tensor({10, 100}, {2}, DType::f64));  // mm^T[j, i] *= {10, 100}[i]: row i of mm
+  test::check_values(mm, {0, 10, 20, 300, 400, 500});
+  CHECK_THROWS_WITH_AS(mm.mul_(ones({2, 3})), doctest::Contains("mul_: float32 cannot multiply float64 in place"),
+                       DTypeError);
+  CHECK_THROWS_WITH_AS(mm.mul_(ones({3, 2}, DType::f64)),
+                       doctest::Contains("mul_: source shape [3, 2] does not broadcast to the destination's shape [2, 3]"),
+                       ShapeError);
+  // a size-1 dim with stride 0 is not an overlap
+  expand(zeros({1}, DType::f64), Shape{1}).add_(ones({1}, DType::f64));
 }
 
 TEST_CASE("tensor: in-place updates refuse tensors requiring grad while recording, work under NoGradGuard") {

@@ -75,11 +75,13 @@ void check_float(const Tensor& t, const char* op, const char* what) {
 }
 
 // Class-index targets: input (C), (N, C) or (N, C, d1, ...) and int64 target (), (N) or
-// (N, d1, ...) with values in [0, C). Returns the class axis.
-int check_class_targets(const Tensor& input, const Tensor& target, const char* op) {
+// (N, d1, ...) with values in [0, C) or equal to ignore_index. Returns the class axis.
+int check_class_targets(const Tensor& input, const Tensor& target, std::int64_t ignore_index, const char* op) {
   check_float(input, op, "input");
   if (target.dtype() != DType::i64)
-    fail<DTypeError>("{}: target must hold int64 class indices, got {}", op, target.dtype());
+    fail<DTypeError>("{}: target must hold int64 class indices, got {} (cross_entropy also takes class probabilities "
+                     "of the input's shape)",
+                     op, target.dtype());
   if (input.dim() == 0) fail<ShapeError>("{}: input must have a class dim, got shape {}", op, input.shape());
   const int cax = input.dim() == 1 ? 0 : 1;
   Shape expect = input.shape();
@@ -91,13 +93,70 @@ int check_class_targets(const Tensor& input, const Tensor& target, const char* o
   const Tensor t = target.contiguous();
   const std::int64_t* pt = t.data<std::int64_t>();
   for (std::int64_t i = 0; i < t.numel(); ++i)
-    if (pt[i] < 0 || pt[i] >= C) fail<IndexError>("{}: target {} is out of range for {} classes", op, pt[i], C);
+    if ((pt[i] < 0 || pt[i] >= C) && pt[i] != ignore_index)
+      fail<IndexError>("{}: target {} is out of range for {} classes (and is not ignore_index {})", op, pt[i], C,
+                       ignore_index);
   return cax;
+}
+
+// weight must be undefined or a float (C) of the input's dtype. Returned detached (a constant).
+Tensor check_weight(const Tensor& weight, const Tensor& input, int cax, const char* op) {
+  if (!weight.defined()) return weight;
+  const std::int64_t C = input.shape()[U(cax)];
+  if (weight.dim() != 1 || weight.shape()[0] != C)
+    fail<ShapeError>("{}: weight must hold one value per class, shape [{}]: got {}", op, C, weight.shape());
+  if (weight.dtype() != input.dtype())
+    fail<DTypeError>("{}: weight dtype must match the input's: {} vs {}", op, input.dtype(), weight.dtype());
+  return weight.detach();
+}
+
+// The weight broadcast along the class axis of an input of `nd` dims: (C) -> (C, 1, ..., 1).
+Tensor weight_along_classes(const Tensor& w, int cax, int nd) {
+  Shape s{w.shape()[0]};
+  for (int d = cax + 1; d < nd; ++d) s.push_back(1);
+  return reshape(w, s);
+}
+
+// Per-target constants of the target's shape: `weight` w_{y_n} where y_n is not ignored and 0
+// where it is (w = 1 without a class weight), `kept` 1 / 0 for not ignored / ignored, and `safe`
+// the target with ignored entries set to class 0 (valid for gather; their loss is multiplied by 0).
+struct TargetWeights {
+  Tensor weight, kept, safe;
+};
+TargetWeights target_weights(const Tensor& target, const Tensor& weight, std::int64_t ignore_index, DType dt) {
+  const Tensor t = target.detach().contiguous();
+  const std::size_t n = static_cast<std::size_t>(t.numel());
+  std::vector<std::int64_t> safe(n);
+  std::vector<double> w(n), kept(n);
+  const std::int64_t* pt = t.data<std::int64_t>();
+  const Tensor wc = weight.defined() ? weight.contiguous().to(DType::f64) : Tensor();
+  for (std::size_t i = 0; i < n; ++i) {
+    const bool ignored = pt[i] == ignore_index;
+    safe[i] = ignored ? 0 : pt[i];
+    kept[i] = ignored ? 0.0 : 1.0;
+    w[i] = ignored ? 0.0 : (wc.defined() ? wc.data<double>()[pt[i]] : 1.0);
+  }
+  return {from_vector(w, t.shape(), dt), from_vector(kept, t.shape(), dt), from_vector(safe, t.shape())};
 }
 
 // -log_probs[n, target[n], ...]: the picked log-probability along the class axis.
 Tensor picked_nll(const Tensor& log_probs, const Tensor& target, int cax) {
   return neg(squeeze(gather(log_probs, cax, unsqueeze(target, cax)), cax));
+}
+
+// sum / denominator for mean (the denominator a constant), sum, or the per-sample losses.
+Tensor reduce_weighted(const Tensor& loss, Reduction r, const Tensor& denominator) {
+  switch (r) {
+    case Reduction::none: return loss;
+    case Reduction::sum: return sum(loss);
+    case Reduction::mean: break;
+  }
+  return div(sum(loss), denominator);
+}
+
+void check_reduction_options(const LossOptions& o, const char* op) {
+  if (!(o.label_smoothing >= 0.0 && o.label_smoothing <= 1.0))
+    fail<ValueError>("{}: label_smoothing must be in [0, 1], got {}", op, o.label_smoothing);
 }
 
 void check_same(const Tensor& input, const Tensor& target, const char* op) {
@@ -138,26 +197,71 @@ Tensor log_softmax(const Tensor& a, std::int64_t axis) {
       SaveOutput::yes);
 }
 
-// loss[n, ...] = -log_probs[n, target[n, ...], ...]; mean divides by the number of targets.
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r) {
-  const int cax = check_class_targets(log_probs, target, "nll_loss");
-  return reduce_loss(picked_nll(log_probs, target, cax), r);
+// loss_n = -w_{y_n} log_probs[n, y_n, ...] (0 where y_n == ignore_index); mean divides by
+// sum_n w_{y_n} over the non-ignored targets (PyTorch's nll_loss).
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const LossOptions& o) {
+  const char* op = "nll_loss";
+  if (o.label_smoothing != 0.0)
+    fail<ValueError>("{}: label_smoothing applies to cross_entropy only, got {}", op, o.label_smoothing);
+  const int cax = check_class_targets(log_probs, target, o.ignore_index, op);
+  const Tensor w = check_weight(o.weight, log_probs, cax, op);
+  const TargetWeights tw = target_weights(target, w, o.ignore_index, log_probs.dtype());
+  return reduce_weighted(mul(picked_nll(log_probs, tw.safe, cax), tw.weight), o.reduction, sum(tw.weight));
 }
 
-// cross_entropy = nll_loss(log_softmax(x, class axis)). With label smoothing eps the target
-// distribution is (1 - eps) one_hot + eps / C (PyTorch, after Szegedy et al. 2016), so
-//   loss = (1 - eps) * nll + eps * mean_c(-log p_c).
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r, double label_smoothing) {
-  if (!(label_smoothing >= 0.0 && label_smoothing <= 1.0))
-    fail<ValueError>("cross_entropy: label_smoothing must be in [0, 1], got {}", label_smoothing);
-  const int cax = check_class_targets(logits, target, "cross_entropy");
-  Tensor log_p = log_softmax(logits, cax);
-  Tensor loss = picked_nll(log_p, target, cax);
-  if (label_smoothing > 0.0) {
-    Tensor smooth = neg(mean(log_p, {cax}));  // mean over classes of -log p_c
-    loss = add(mul(loss, 1.0 - label_smoothing), mul(smooth, label_smoothing));
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r) {
+  return nll_loss(log_probs, target, LossOptions{.reduction = r});
+}
+
+// cross_entropy = nll_loss(log_softmax(x, class axis)), plus label smoothing (the target
+// distribution (1 - eps) one_hot + eps / C, Szegedy et al. 2016) and probability targets; the
+// formulas are in ops.h. Follows PyTorch's cross_entropy_loss (aten/src/ATen/native/LossNLL.cpp).
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptions& o) {
+  const char* op = "cross_entropy";
+  check_reduction_options(o, op);
+  // As PyTorch: a target of the input's shape holds class probabilities ("soft" targets)
+  if (target.shape() == logits.shape() && logits.dim() > 0) {
+    check_float(logits, op, "input");
+    if (!is_floating(target.dtype()))
+      fail<DTypeError>("{}: a target of the input's shape {} holds class probabilities and must be float, got {}", op,
+                       logits.shape(), target.dtype());
+    if (target.dtype() != logits.dtype())
+      fail<DTypeError>("{}: probability targets must have the input's dtype: {} vs {}", op, logits.dtype(),
+                       target.dtype());
+    if (o.ignore_index >= 0)
+      fail<ValueError>("{}: ignore_index ({}) applies to class-index targets only, not to probabilities", op,
+                       o.ignore_index);
+    const int cax = logits.dim() == 1 ? 0 : 1;
+    const std::int64_t C = logits.shape()[U(cax)];
+    const Tensor w = check_weight(o.weight, logits, cax, op);
+    Tensor t = target;
+    if (o.label_smoothing > 0.0) t = add(mul(t, 1.0 - o.label_smoothing), o.label_smoothing / static_cast<double>(C));
+    Tensor prod = mul(log_softmax(logits, cax), t);
+    if (w.defined()) prod = mul(prod, weight_along_classes(w, cax, logits.dim()));
+    Tensor loss = neg(sum(prod, {cax}));
+    // mean: over the N * d1 * ... samples (numel / C), whatever the weights
+    return reduce_weighted(loss, o.reduction,
+                           full({}, static_cast<double>(logits.numel() / std::max<std::int64_t>(C, 1)), logits.dtype()));
   }
-  return reduce_loss(loss, r);
+  const int cax = check_class_targets(logits, target, o.ignore_index, op);
+  const Tensor w = check_weight(o.weight, logits, cax, op);
+  const TargetWeights tw = target_weights(target, w, o.ignore_index, logits.dtype());
+  const Tensor denominator = sum(tw.weight);
+  Tensor log_p = log_softmax(logits, cax);
+  Tensor loss = reduce_weighted(mul(picked_nll(log_p, tw.safe, cax), tw.weight), o.reduction, denominator);
+  if (o.label_smoothing > 0.0) {
+    // smooth_n = -sum_c w_c log p_{n,c}, 0 for ignored targets; same reduction and denominator
+    const std::int64_t C = logits.shape()[U(cax)];
+    Tensor wl = w.defined() ? mul(log_p, weight_along_classes(w, cax, logits.dim())) : log_p;
+    Tensor smooth = mul(neg(sum(wl, {cax})), tw.kept);
+    loss = add(mul(loss, 1.0 - o.label_smoothing),
+               mul(reduce_weighted(smooth, o.reduction, denominator), o.label_smoothing / static_cast<double>(C)));
+  }
+  return loss;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r, double label_smoothing) {
+  return cross_entropy(logits, target, LossOptions{.reduction = r, .label_smoothing = label_smoothing});
 }
 
 // (x - t)^2, elementwise, then reduced.

@@ -507,35 +507,4 @@ Tensor scatter_add(const Shape& shape, std::int64_t axis, const Tensor& index, c
   });
 }
 
-// Constant padding. widths[i] = (before, after) applies to dim i; with fewer pairs than dims
-// the trailing dims are not padded. (torch.nn.functional.pad lists pairs from the LAST dim
-// backwards; normgrad counts from the first, which reads in the order of the shape.)
-// Widths must be non-negative.
-Tensor pad(const Tensor& a, const std::vector<std::pair<std::int64_t, std::int64_t>>& widths, double value) {
-  if (static_cast<int>(widths.size()) > a.dim())
-    fail<ShapeError>("pad: more (before, after) pairs than dims of shape {}: {} vs {}", a.shape(), a.dim(),
-                     widths.size());
-  Shape os = a.shape();
-  for (std::size_t i = 0; i < widths.size(); ++i) {
-    if (widths[i].first < 0 || widths[i].second < 0)
-      fail<ValueError>("pad: widths must be non-negative, got ({}, {}) for dim {}", widths[i].first, widths[i].second,
-                       i);
-    os[i] += widths[i].first + widths[i].second;
-  }
-  Tensor out = full(os, value, a.dtype());
-  // a goes to the interior: a view of out starting at (before_0, before_1, ...)
-  const Strides ost = contiguous_strides(os);
-  std::int64_t offset = 0;
-  for (std::size_t i = 0; i < widths.size(); ++i) offset += widths[i].first * ost[i];
-  if (a.numel() > 0) copy_into(a, make_view(out, a.shape(), ost, offset));
-  // backward: the interior of g, one slice per padded dim
-  return record("pad", {a}, out, [widths, in = a.shape()](BackwardContext&, const Tensor& g) -> Grads {
-    Tensor gi = g;
-    for (std::size_t i = 0; i < widths.size(); ++i)
-      if (widths[i].first != 0 || widths[i].second != 0)
-        gi = slice(gi, static_cast<std::int64_t>(i), widths[i].first, widths[i].first + in[i]);
-    return {gi};
-  });
-}
-
 }  // namespace ng

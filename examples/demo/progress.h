@@ -11,6 +11,8 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
+#include <stdexcept>
 #include <string>
 
 #include <fmt/core.h>
@@ -19,10 +21,14 @@
 namespace demo {
 
 // ---- threads ------------------------------------------------------------------------------
-// n <= 0 keeps the defaults (OMP_NUM_THREADS, else every core). Returns the count in use.
+// --threads N: N > 0 threads; 0 keeps the defaults (OMP_NUM_THREADS, else every core), as the
+// flag's help says; a negative N is refused (std::invalid_argument). Returns the count in use.
 // OpenMP's count is the only one: normgrad runs BLAS single-threaded inside its own OpenMP
 // threads (autograd/blas.h).
 inline int set_threads(std::int64_t n) {
+  if (n < 0 || n > std::numeric_limits<int>::max())
+    throw std::invalid_argument(
+        fmt::format("--threads: expected 0 (OMP_NUM_THREADS or all cores) or a positive count, got {}", n));
   if (n > 0) omp_set_num_threads(static_cast<int>(n));
   return omp_get_max_threads();
 }
