@@ -525,7 +525,8 @@ void run_api_input(const std::uint8_t* data, std::size_t size) {
     try {
       op.run(c);
     } catch (const Skip&) {
-    } catch (const ng::Error&) {  // the contract: bad arguments are an ng::Error subclass
+    } catch (const ng::Error& e) {  // the contract: bad arguments are an ng::Error subclass
+      if (trace) std::fprintf(stderr, "api_fuzz:   -> %s\n", e.what());
     } catch (const ApiViolation&) {
       throw;
     } catch (const std::exception& e) {
