@@ -29,6 +29,9 @@ struct IOError : Error {  // files: missing, truncated, corrupt
 struct AutogradError : Error {  // misuse of the tape (backward twice, no grad, ...)
   using Error::Error;
 };
+struct OutOfMemoryError : Error {  // a buffer larger than allocation_limit() or than the allocator gives
+  using Error::Error;
+};
 struct AnomalyError : Error {  // anomaly mode: an op or a backward produced NaN or Inf (tape.h)
   using Error::Error;
 };

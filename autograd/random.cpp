@@ -26,12 +26,13 @@ double Generator::normal() {
 
 std::int64_t Generator::randint(std::int64_t lo, std::int64_t hi) {
   if (hi <= lo) fail<ValueError>("randint: empty range [{}, {})", lo, hi);
-  const auto range = static_cast<std::uint64_t>(hi - lo);
+  // in uint64 (modular): hi - lo and lo + offset may not fit int64, the result always does
+  const std::uint64_t range = static_cast<std::uint64_t>(hi) - static_cast<std::uint64_t>(lo);
   const std::uint64_t limit = UINT64_MAX - UINT64_MAX % range;  // reject the biased tail
   std::uint64_t x;
   do x = engine_();
   while (x >= limit);
-  return lo + static_cast<std::int64_t>(x % range);
+  return static_cast<std::int64_t>(static_cast<std::uint64_t>(lo) + x % range);
 }
 
 std::string Generator::state() const {

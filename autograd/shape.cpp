@@ -4,6 +4,32 @@
 
 namespace ng {
 
+std::int64_t Shape::numel_overflow_() const {
+  for (auto v : d_)
+    if (v == 0) return 0;
+  fail<ShapeError>("numel: shape {} has more elements than int64 can count (2^63 - 1)", *this);
+}
+
+std::int64_t checked_numel(const Shape& s, const char* op) {
+  std::int64_t nonzero = 1;
+  bool empty = false;
+  for (auto v : s) {
+    if (v < 0) fail<ShapeError>("{}: negative size in shape {}", op, s);
+    if (v == 0) empty = true;
+    else if (!size_mul(nonzero, v, nonzero))
+      fail<ShapeError>("{}: shape {} is too large: the product of its {}sizes overflows int64 (2^63 - 1)", op, s,
+                       empty || std::find(s.begin(), s.end(), 0) != s.end() ? "non-zero " : "");
+  }
+  return empty ? 0 : nonzero;
+}
+
+bool shape_fits(const Shape& s) {
+  std::int64_t nonzero = 1;
+  for (auto v : s)
+    if (v < 0 || (v != 0 && !size_mul(nonzero, v, nonzero))) return false;
+  return true;
+}
+
 Strides contiguous_strides(const Shape& s) {
   Strides st(s.size());
   std::int64_t acc = 1;
@@ -25,7 +51,11 @@ Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op) {
                        db, i);
     out[i] = da == 1 ? db : da;
   }
-  return Shape(std::move(out));
+  Shape s(std::move(out));
+  if (!shape_fits(s))  // [2^40, 1] and [1, 2^40] broadcast to 2^80 elements
+    fail<ShapeError>("{}: shapes {} and {} broadcast to {}, whose product of sizes overflows int64 (2^63 - 1)", op, a,
+                     b, s);
+  return s;
 }
 
 int normalize_axis(std::int64_t axis, int ndim, const char* op) {

@@ -36,18 +36,41 @@ class Shape {
   std::vector<std::int64_t> vec() const { return {d_.begin(), d_.end()}; }
   bool operator==(const Shape& o) const = default;
 
+  // Product of the sizes. Every Shape held by a tensor passed checked_numel() when the tensor
+  // was made, so this cannot overflow for those; for any other shape an overflowing product is
+  // a ShapeError here too (never signed overflow), and a zero size anywhere gives 0.
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (auto v : d_) n *= v;
+    for (auto v : d_)
+      if (__builtin_mul_overflow(n, v, &n)) [[unlikely]]
+        return numel_overflow_();
     return n;
   }
 
  private:
+  std::int64_t numel_overflow_() const;
   SmallVector<std::int64_t, kInlineDims> d_;
 };
 
 // Strides in elements, one per dim (inline like Shape, for the same reason).
 using Strides = SmallVector<std::int64_t, kInlineDims>;
+
+// ---- checked size arithmetic ------------------------------------------------------------
+// A valid shape has sizes >= 0 and the product of its non-zero sizes fits int64. Then its
+// element count, its row-major strides and every stride x size of it fit int64 too (a zero
+// size makes numel 0, but [0, 2^62, 2^62] would still have a stride of 2^124). Shapes are
+// checked here once, where tensors are made (empty, make_view) and where ops compute an
+// output shape (broadcast, matmul, conv, pooling, cat, pad, expand, reshape), so that the
+// kernels can do their index arithmetic in plain int64. Returns numel; otherwise throws
+// ShapeError "<op>: shape [..] ...".
+std::int64_t checked_numel(const Shape& s, const char* op);
+// The same test without throwing: sizes >= 0 and the non-zero sizes' product fits int64.
+bool shape_fits(const Shape& s);
+
+// a + b and a * b for sizes, false if the result overflows int64 (callers throw a ShapeError
+// naming the op and the shapes).
+inline bool size_add(std::int64_t a, std::int64_t b, std::int64_t& out) { return !__builtin_add_overflow(a, b, &out); }
+inline bool size_mul(std::int64_t a, std::int64_t b, std::int64_t& out) { return !__builtin_mul_overflow(a, b, &out); }
 
 // Row-major (C-contiguous) strides of a shape, in elements.
 Strides contiguous_strides(const Shape& s);

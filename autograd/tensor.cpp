@@ -147,9 +147,26 @@ void detail::pool_free(void* p, std::size_t n) {
 
 std::int64_t live_storage_count() { return g_live_storages.load(); }
 
+namespace {
+std::atomic<std::uint64_t> g_allocation_limit{std::uint64_t{1} << 47};
+}  // namespace
+
+std::uint64_t allocation_limit() { return g_allocation_limit.load(std::memory_order_relaxed); }
+void set_allocation_limit(std::uint64_t bytes) { g_allocation_limit.store(bytes, std::memory_order_relaxed); }
+
+std::size_t checked_nbytes(const Shape& s, std::size_t elem_size, const char* op) {
+  const auto n = static_cast<std::uint64_t>(checked_numel(s, op));
+  std::uint64_t bytes = 0;
+  if (__builtin_mul_overflow(n, elem_size, &bytes) || bytes > allocation_limit())
+    fail<OutOfMemoryError>("{}: shape {} needs {} x {} bytes, more than the allocation limit of {} bytes "
+                           "(ng::allocation_limit())",
+                           op, s, n, elem_size, allocation_limit());
+  return static_cast<std::size_t>(bytes);
+}
+
 Storage::Storage(std::size_t n) : nbytes(n) {
   data = detail::pool_alloc(n);
-  if (!data) fail<Error>("out of memory allocating {} bytes", n);
+  if (!data) fail<OutOfMemoryError>("out of memory allocating {} bytes", n);
   ++g_live_storages;
 }
 Storage::~Storage() {
@@ -237,6 +254,9 @@ void Tensor::backward(const Tensor& g, bool retain_graph, bool create_graph) con
 }
 
 Tensor make_view(const Tensor& t, const Shape& s, const Strides& st, std::int64_t offset) {
+  // Ops check the shapes they compute with their own names; this is the backstop.
+  if (!shape_fits(s) || st.size() != s.size()) [[unlikely]]
+    fail<ShapeError>("make_view: invalid view shape {} with strides [{}]", s, fmt::join(st, ", "));
   auto impl = detail::make_pooled<TensorImpl>();
   impl->storage = t.impl().storage;
   impl->offset = offset;
@@ -481,39 +501,50 @@ Tensor Tensor::abs() const { return ng::abs(*this); }
 Tensor Tensor::matmul(const Tensor& o) const { return ng::matmul(*this, o); }
 
 // -- factories ------------------------------------------------------------------------------
-Tensor empty(const Shape& s, DType d) {
-  for (auto v : s)
-    if (v < 0) fail<ShapeError>("empty: negative size in shape {}", s);
+namespace {
+// Every tensor with storage of its own is made here: the shape is checked (sizes >= 0, no
+// int64 overflow, see checked_numel) and the byte count capped before allocating.
+Tensor allocate(const Shape& s, DType d, const char* op) {
+  const std::size_t nbytes = checked_nbytes(s, dtype_size(d), op);
   // Header and storage from the pool (autograd/pool.h): both are small and short-lived.
   auto impl = detail::make_pooled<TensorImpl>();
-  impl->storage = detail::make_pooled<Storage>(static_cast<std::size_t>(s.numel()) * dtype_size(d));
+  impl->storage = detail::make_pooled<Storage>(nbytes);
   impl->shape = s;
   impl->strides = contiguous_strides(s);
   impl->dtype = d;
   return Tensor(std::move(impl));
 }
 
-Tensor full(const Shape& s, double value, DType d) {
-  Tensor t = empty(s, d);
+Tensor filled(const Shape& s, double value, DType d, const char* op) {
+  Tensor t = allocate(s, d, op);
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     std::fill(t.data<T>(), t.data<T>() + t.numel(), static_cast<T>(value));
   });
   return t;
 }
+}  // namespace
+
+Tensor empty(const Shape& s, DType d) { return allocate(s, d, "empty"); }
+Tensor full(const Shape& s, double value, DType d) { return filled(s, value, d, "full"); }
 Tensor zeros(const Shape& s, DType d) {
-  Tensor t = empty(s, d);
+  Tensor t = allocate(s, d, "zeros");
   std::memset(t.impl().storage->data, 0, t.impl().storage->nbytes);
   return t;
 }
-Tensor ones(const Shape& s, DType d) { return full(s, 1.0, d); }
+Tensor ones(const Shape& s, DType d) { return filled(s, 1.0, d, "ones"); }
 Tensor scalar(double value, DType d) { return full(Shape{}, value, d); }
 
 Tensor arange(double start, double end, double step, DType d) {
   if (step == 0.0) fail<ValueError>("arange: step must be nonzero");
+  if (!std::isfinite(start) || !std::isfinite(end) || !std::isfinite(step))
+    fail<ValueError>("arange: start, end and step must be finite, got {}, {}, {}", start, end, step);
   const double n = std::ceil((end - start) / step);
+  // 2^62 and more elements cannot be allocated anyway; the bound keeps the cast defined
+  if (n >= 0x1p62)
+    fail<OutOfMemoryError>("arange: [{}, {}) with step {} has {} elements, too many to allocate", start, end, step, n);
   const auto count = static_cast<std::int64_t>(std::max(0.0, n));
-  Tensor t = empty(Shape{count}, d);
+  Tensor t = allocate(Shape{count}, d, "arange");
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
@@ -526,9 +557,10 @@ Tensor arange(std::int64_t n, DType d) { return arange(0.0, static_cast<double>(
 namespace {
 template <class V>
 Tensor from_values(const std::vector<V>& values, const Shape& s, DType d) {
-  if (static_cast<std::int64_t>(values.size()) != s.numel())
-    fail<ShapeError>("from_vector: {} values cannot fill shape {} ({} elements)", values.size(), s, s.numel());
-  Tensor t = empty(s, d);
+  const std::int64_t n = checked_numel(s, "from_vector");
+  if (static_cast<std::int64_t>(values.size()) != n)
+    fail<ShapeError>("from_vector: {} values cannot fill shape {} ({} elements)", values.size(), s, n);
+  Tensor t = allocate(s, d, "from_vector");
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
@@ -554,7 +586,7 @@ template <class G>
 Tensor random_fill(const Shape& s, DType d, Generator* gen, G draw) {
   if (!is_floating(d)) fail<DTypeError>("random: expected a floating dtype, got {}", d);
   Generator& g = gen ? *gen : default_generator();
-  Tensor t = empty(s, d);
+  Tensor t = allocate(s, d, "random");
   dispatch_float(d, "random", [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
@@ -579,8 +611,9 @@ Tensor normal(const Shape& s, double m, double sd, DType d, Generator* gen) {
   return random_fill(s, d, gen, [=](Generator& g) { return m + sd * g.normal(); });
 }
 Tensor randint(const Shape& s, std::int64_t lo, std::int64_t hi, Generator* gen) {
+  if (hi <= lo) fail<ValueError>("randint: empty range [{}, {})", lo, hi);  // also for an empty shape
   Generator& g = gen ? *gen : default_generator();
-  Tensor t = empty(s, DType::i64);
+  Tensor t = allocate(s, DType::i64, "randint");
   auto* p = t.data<std::int64_t>();
   for (std::int64_t i = 0; i < t.numel(); ++i) p[i] = g.randint(lo, hi);
   return t;

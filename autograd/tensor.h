@@ -131,6 +131,18 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+// -- allocation limit --------------------------------------------------------------------
+// A tensor whose data would take more than allocation_limit() bytes is refused with
+// OutOfMemoryError before the allocator is asked. The default, 2^47 bytes (128 TiB), is more
+// than a 64-bit machine maps, so only a wrong shape reaches it; tests and the API fuzzer lower
+// it (process-wide) to keep "huge" shapes from allocating. A request under the limit that
+// the allocator cannot serve is an OutOfMemoryError too.
+std::uint64_t allocation_limit();
+void set_allocation_limit(std::uint64_t bytes);
+// numel(s) x bytes per element, or ShapeError (numel overflows, see checked_numel) /
+// OutOfMemoryError (above the limit) naming op and s. For ops' scratch buffers too.
+std::size_t checked_nbytes(const Shape& s, std::size_t elem_size, const char* op);
+
 // -- factories (float32 by default, like PyTorch) --------------------------------------
 Tensor empty(const Shape& s, DType d = DType::f32);
 Tensor zeros(const Shape& s, DType d = DType::f32);

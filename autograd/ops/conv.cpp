@@ -108,7 +108,10 @@ void col2im(const ConvGeom& g, const T* dcol, T* dx) {
 constexpr std::int64_t kConvParallelWork = std::int64_t{1} << 20;
 
 bool parallel_over_images(const ConvGeom& g) {
-  return g.N > 1 && omp_get_max_threads() > 1 && g.N * g.O * g.K() * g.P() >= kConvParallelWork;
+  // in double: the product of four sizes may exceed int64 even when each tensor fits
+  return g.N > 1 && omp_get_max_threads() > 1 &&
+         static_cast<double>(g.N) * static_cast<double>(g.O) * static_cast<double>(g.K()) * static_cast<double>(g.P()) >=
+             static_cast<double>(kConvParallelWork);
 }
 
 template <class T>
@@ -322,13 +325,27 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, Size2 s
         weight.shape(), weight.size(1) * groups, groups, x.shape(), g.C, weight.size(1) * groups, g.C);
   if (bias.defined() && (bias.dim() != 1 || bias.size(0) != g.O))
     fail<ShapeError>("conv2d: bias must have shape [{}], got {}", g.O, bias.shape());
+  if (g.kh == 0 || g.kw == 0) fail<ShapeError>("conv2d: weight {} has an empty kernel", weight.shape());
   g.stride = stride, g.pad = padding, g.dil = dilation;
-  const std::int64_t ekh = dilation.h * (g.kh - 1) + 1, ekw = dilation.w * (g.kw - 1) + 1;  // effective kernel
-  if (ekh > g.H + 2 * padding.h || ekw > g.W + 2 * padding.w)
+  // effective (dilated) kernel dil (k - 1) + 1 and padded input H + 2 pad, checked for overflow
+  std::int64_t ekh = 0, ekw = 0, ph = 0, pw = 0;
+  if (!size_mul(dilation.h, g.kh - 1, ekh) || !size_mul(dilation.w, g.kw - 1, ekw) ||
+      !size_add(g.H, padding.h, ph) || !size_add(ph, padding.h, ph) || !size_add(g.W, padding.w, pw) ||
+      !size_add(pw, padding.w, pw))
+    fail<ShapeError>("conv2d: input {} with weight {}, padding ({}, {}) and dilation ({}, {}): the padded input or "
+                     "the dilated kernel size overflows int64",
+                     x.shape(), weight.shape(), padding.h, padding.w, dilation.h, dilation.w);
+  ++ekh, ++ekw;
+  if (ekh > ph || ekw > pw)
     fail<ShapeError>("conv2d: kernel size (dilated) ({}, {}) is larger than the padded input ({}, {}) of {}", ekh, ekw,
-                     g.H + 2 * padding.h, g.W + 2 * padding.w, x.shape());
-  g.Ho = (g.H + 2 * padding.h - ekh) / stride.h + 1;
-  g.Wo = (g.W + 2 * padding.w - ekw) / stride.w + 1;
+                     ph, pw, x.shape());
+  g.Ho = (ph - ekh) / stride.h + 1;
+  g.Wo = (pw - ekw) / stride.w + 1;
+  const Shape out{g.N, g.O, g.Ho, g.Wo};
+  if (!shape_fits(out))
+    fail<ShapeError>("conv2d: output shape {} (input {}, weight {}) overflows int64", out, x.shape(), weight.shape());
+  // the per-thread im2col buffer (Cg kh kw, Ho Wo): its size is checked like a tensor's
+  if (g.N > 0 && !g.pointwise()) checked_nbytes(Shape{g.K(), g.P()}, dtype_size(x.dtype()), "conv2d (im2col buffer)");
 
   return conv2d_op(x, weight, bias, g);
 }

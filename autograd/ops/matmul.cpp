@@ -47,6 +47,9 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
   Shape out_shape = batch;
   out_shape.push_back(n);
   out_shape.push_back(m);
+  if (!shape_fits(out_shape))
+    fail<ShapeError>("matmul: {} times {} gives shape {}, whose product of sizes overflows int64 (2^63 - 1)",
+                     a_in.shape(), b_in.shape(), out_shape);
   Tensor out = empty(out_shape, a_in.dtype());
 
   dispatch_float(a_in.dtype(), "matmul", [&](auto tag) {

@@ -46,16 +46,29 @@ Size2 check_pool(const char* op, const Tensor& x4, const Tensor& x, const PoolAr
     fail<ValueError>("{}: padding must be between 0 and half the kernel size: kernel ({}, {}) vs padding ({}, {})", op,
                      a.k.h, a.k.w, a.pad.h, a.pad.w);
   const std::int64_t H = x4.size(2), W = x4.size(3);
-  const std::int64_t ekh = a.dil.h * (a.k.h - 1) + 1, ekw = a.dil.w * (a.k.w - 1) + 1;
-  if (ekh > H + 2 * a.pad.h || ekw > W + 2 * a.pad.w)
-    fail<ShapeError>("{}: kernel ({}, {}) is larger than the padded input ({}, {}) of {}", op, ekh, ekw,
-                     H + 2 * a.pad.h, W + 2 * a.pad.w, x.shape());
-  return {pool_out_size(H, a.k.h, a.s.h, a.pad.h, a.dil.h, a.ceil_mode),
-          pool_out_size(W, a.k.w, a.s.w, a.pad.w, a.dil.w, a.ceil_mode)};
+  // effective (dilated) kernel dil (k - 1) + 1 and padded input H + 2 pad, checked for overflow
+  // (2 pad <= k fits); then every index the kernels form lies within [-pad, H + pad).
+  std::int64_t ekh = 0, ekw = 0, ph = 0, pw = 0;
+  if (!size_mul(a.dil.h, a.k.h - 1, ekh) || !size_mul(a.dil.w, a.k.w - 1, ekw) || !size_add(H, 2 * a.pad.h, ph) ||
+      !size_add(W, 2 * a.pad.w, pw) || !size_add(ph, a.s.h, ph) || !size_add(pw, a.s.w, pw))
+    fail<ShapeError>("{}: input {} with kernel ({}, {}), stride ({}, {}), padding ({}, {}) and dilation ({}, {}): "
+                     "the window arithmetic overflows int64",
+                     op, x.shape(), a.k.h, a.k.w, a.s.h, a.s.w, a.pad.h, a.pad.w, a.dil.h, a.dil.w);
+  ++ekh, ++ekw;
+  ph = H + 2 * a.pad.h, pw = W + 2 * a.pad.w;
+  if (ekh > ph || ekw > pw)
+    fail<ShapeError>("{}: kernel ({}, {}) is larger than the padded input ({}, {}) of {}", op, ekh, ekw, ph, pw,
+                     x.shape());
+  const Size2 out{pool_out_size(H, a.k.h, a.s.h, a.pad.h, a.dil.h, a.ceil_mode),
+                  pool_out_size(W, a.k.w, a.s.w, a.pad.w, a.dil.w, a.ceil_mode)};
+  if (!shape_fits(Shape{x4.size(0), x4.size(1), out.h, out.w}))
+    fail<ShapeError>("{}: output size ({}, {}) for input {} overflows int64", op, out.h, out.w, x.shape());
+  return out;
 }
 
-inline bool parallel_pool(std::int64_t planes, std::int64_t work) {
-  return planes > 1 && work > detail::kParallelGrain;
+// work = planes x outputs x window elements, in double: with huge windows it exceeds int64.
+inline bool parallel_pool(std::int64_t planes, double work) {
+  return planes > 1 && work > static_cast<double>(detail::kParallelGrain);
 }
 
 // ---- max -----------------------------------------------------------------------------
@@ -90,12 +103,16 @@ void max_pool_plane(const T* xp, T* yp, std::int64_t* ip, std::int64_t H, std::i
       } else {
         best = -std::numeric_limits<T>::infinity();
         arg = -1;
-        for (std::int64_t u = 0; u < a.k.h; ++u) {
+        // only the taps inside the image: u in [u0, u1) with 0 <= h0 + u dil < H (a window
+        // may be far larger than the image: kernel 2^40 with padding 2^39 on a 1 x 1 input)
+        const std::int64_t u0 = h0 < 0 ? (-h0 + a.dil.h - 1) / a.dil.h : 0;
+        const std::int64_t u1 = h0 >= H ? 0 : std::min(a.k.h, (H - h0 + a.dil.h - 1) / a.dil.h);
+        const std::int64_t v0 = w0 < 0 ? (-w0 + a.dil.w - 1) / a.dil.w : 0;
+        const std::int64_t v1 = w0 >= W ? 0 : std::min(a.k.w, (W - w0 + a.dil.w - 1) / a.dil.w);
+        for (std::int64_t u = u0; u < u1; ++u) {
           const std::int64_t ih = h0 + u * a.dil.h;
-          if (ih < 0 || ih >= H) continue;
-          for (std::int64_t v = 0; v < a.k.w; ++v) {
+          for (std::int64_t v = v0; v < v1; ++v) {
             const std::int64_t iw = w0 + v * a.dil.w;
-            if (iw < 0 || iw >= W) continue;
             const T val = xp[ih * W + iw];
             if (arg < 0 || val > best || std::isnan(val)) {
               best = val;
@@ -144,7 +161,8 @@ void max_pool_forward(const T* x, T* y, std::int64_t* idx, std::int64_t planes, 
     else
       max_pool_plane(x + p * H * W, y + p * Ho * Wo, idx + p * Ho * Wo, H, W, Ho, Wo, a);
   };
-  if (parallel_pool(planes, planes * Ho * Wo * a.k.h * a.k.w)) {
+  if (parallel_pool(planes, static_cast<double>(planes * Ho * Wo) * static_cast<double>(a.k.h) *
+                                static_cast<double>(a.k.w))) {
 #pragma omp parallel for
     for (std::int64_t p = 0; p < planes; ++p) plane(p);
   } else {
@@ -162,8 +180,8 @@ struct Window {
 // y[p, i, j] = sum_{window(i, j)} x / divisor. window(i, j) -> Window.
 template <class T, class WinF>
 void avg_pool_forward(const T* x, T* y, std::int64_t planes, std::int64_t H, std::int64_t W, std::int64_t Ho,
-                      std::int64_t Wo, std::int64_t work_per_out, WinF window) {
-  detail::parallel_for(planes, parallel_pool(planes, planes * Ho * Wo * work_per_out), [&](std::int64_t p) {
+                      std::int64_t Wo, double work_per_out, WinF window) {
+  detail::parallel_for(planes, parallel_pool(planes, static_cast<double>(planes * Ho * Wo) * work_per_out), [&](std::int64_t p) {
     const T* xp = x + p * H * W;
     T* yp = y + p * Ho * Wo;
     for (std::int64_t i = 0; i < Ho; ++i)
@@ -180,8 +198,8 @@ void avg_pool_forward(const T* x, T* y, std::int64_t planes, std::int64_t H, std
 // dx[p, window(i, j)] += gy[p, i, j] / divisor (dx zeroed here).
 template <class T, class WinF>
 void avg_pool_backward(const T* gy, T* dx, std::int64_t planes, std::int64_t H, std::int64_t W, std::int64_t Ho,
-                       std::int64_t Wo, std::int64_t work_per_out, WinF window) {
-  detail::parallel_for(planes, parallel_pool(planes, planes * Ho * Wo * work_per_out), [&](std::int64_t p) {
+                       std::int64_t Wo, double work_per_out, WinF window) {
+  detail::parallel_for(planes, parallel_pool(planes, static_cast<double>(planes * Ho * Wo) * work_per_out), [&](std::int64_t p) {
     T* dxp = dx + p * H * W;
     std::fill(dxp, dxp + H * W, T(0));
     const T* gp = gy + p * Ho * Wo;
@@ -196,12 +214,12 @@ void avg_pool_backward(const T* gy, T* dx, std::int64_t planes, std::int64_t H, 
 }
 
 template <class WinF>
-Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, std::int64_t work_per_out, WinF window);
+Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, double work_per_out, WinF window);
 
 // Records an average pooling whose windows are given by `window` (copied into the backward).
 // y = A x with A the (sparse) averaging matrix; the backward is dx = A^T g.
 template <class WinF>
-Tensor avg_pool_op(const char* op, const Tensor& x4, Size2 out_hw, std::int64_t work_per_out, WinF window) {
+Tensor avg_pool_op(const char* op, const Tensor& x4, Size2 out_hw, double work_per_out, WinF window) {
   const std::int64_t N = x4.size(0), C = x4.size(1), H = x4.size(2), W = x4.size(3);
   const std::int64_t planes = N * C, Ho = out_hw.h, Wo = out_hw.w;
   const Tensor xc = x4.detach().contiguous();
@@ -219,7 +237,7 @@ Tensor avg_pool_op(const char* op, const Tensor& x4, Size2 out_hw, std::int64_t 
 // dx = A^T g (the fused backward kernel) as an op of its own, recorded under create_graph so
 // that second derivatives flow through it. It is linear; its adjoint is the pooling A again.
 template <class WinF>
-Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, std::int64_t work_per_out, WinF window) {
+Tensor avg_pool_adjoint(const Tensor& g, const Shape& in_shape, double work_per_out, WinF window) {
   const std::int64_t planes = in_shape[0] * in_shape[1], H = in_shape[2], W = in_shape[3];
   const std::int64_t Ho = g.size(2), Wo = g.size(3);
   const Tensor gc = g.detach().contiguous();
@@ -248,7 +266,7 @@ Tensor max_pool_scatter(const Tensor& g, const Tensor& argmax_idx, const Shape& 
     const T* gp = gc.data<T>();
     const std::int64_t* ip = argmax_idx.data<std::int64_t>();
     T* dxp = dx.data<T>();
-    detail::parallel_for(planes, parallel_pool(planes, planes * HoWo), [&](std::int64_t p) {
+    detail::parallel_for(planes, parallel_pool(planes, static_cast<double>(planes * HoWo)), [&](std::int64_t p) {
       std::fill(dxp + p * HW, dxp + (p + 1) * HW, T(0));
       for (std::int64_t k = 0; k < HoWo; ++k) {
         const std::int64_t at = ip[p * HoWo + k];
@@ -315,13 +333,13 @@ Tensor avg_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
   auto window = [a, H, W, count_include_pad](std::int64_t i, std::int64_t j) {
     std::int64_t h0 = i * a.s.h - a.pad.h, w0 = j * a.s.w - a.pad.w;
     std::int64_t h1 = std::min(h0 + a.k.h, H + a.pad.h), w1 = std::min(w0 + a.k.w, W + a.pad.w);
-    const std::int64_t padded = (h1 - h0) * (w1 - w0);
+    const double padded = static_cast<double>(h1 - h0) * static_cast<double>(w1 - w0);
     h0 = std::max<std::int64_t>(h0, 0), w0 = std::max<std::int64_t>(w0, 0);
     h1 = std::min(h1, H), w1 = std::min(w1, W);
-    const std::int64_t inside = (h1 - h0) * (w1 - w0);
-    return Window{h0, h1, w0, w1, static_cast<double>(count_include_pad ? padded : inside)};
+    const double inside = static_cast<double>((h1 - h0) * (w1 - w0));
+    return Window{h0, h1, w0, w1, count_include_pad ? padded : inside};
   };
-  return unbatch_like(avg_pool_op("avg_pool2d", x4, out, a.k.h * a.k.w, window), x);
+  return unbatch_like(avg_pool_op("avg_pool2d", x4, out, static_cast<double>(a.k.h) * static_cast<double>(a.k.w), window), x);
 }
 
 Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
@@ -339,7 +357,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, Size2 output_size) {
     const std::int64_t w0 = j * W / ow, w1 = ((j + 1) * W + ow - 1) / ow;
     return Window{h0, h1, w0, w1, static_cast<double>((h1 - h0) * (w1 - w0))};
   };
-  const std::int64_t work = (H / oh + 1) * (W / ow + 1);
+  const double work = static_cast<double>(H / oh + 1) * static_cast<double>(W / ow + 1);
   return unbatch_like(avg_pool_op("adaptive_avg_pool2d", x4, output_size, work, window), x);
 }
 

@@ -24,8 +24,13 @@ Shape infer_shape(const Shape& req, std::int64_t numel, const Shape& from, const
       neg = i;
     } else if (v < 0) {
       fail<ShapeError>("{}: invalid size {} in shape {}", op, v, req);
-    } else {
-      known *= v;
+    } else if (!size_mul(known, v, known)) {
+      // cannot equal numel (which fits int64) unless another size is 0
+      if (std::find(req.begin(), req.end(), 0) == req.end())
+        fail<ShapeError>("{}: shape {} is invalid for input of shape {} ({} elements): the product of its sizes "
+                         "overflows int64",
+                         op, req, from, numel);
+      known = 0;
     }
   }
   if (neg >= 0) {
@@ -33,6 +38,9 @@ Shape infer_shape(const Shape& req, std::int64_t numel, const Shape& from, const
       fail<ShapeError>("{}: shape {} is invalid for input of shape {} ({} elements)", op, req, from, numel);
     s[static_cast<std::size_t>(neg)] = numel / known;
   }
+  if (!shape_fits(s))  // [0, 2^62, 2^62] has numel 0, but its strides overflow
+    fail<ShapeError>("{}: shape {} is too large: the product of its non-zero sizes overflows int64 (2^63 - 1)", op,
+                     req);
   if (s.numel() != numel)
     fail<ShapeError>("{}: shape {} is invalid for input of shape {} ({} elements)", op, req, from, numel);
   return s;
@@ -146,6 +154,9 @@ Tensor expand(const Tensor& a, const Shape& s) {
     else if (have == 1) st[du] = 0;
     else fail<ShapeError>("expand: shape {} cannot be expanded to {}: size {} vs {} at dim {}", a.shape(), s, have, want, d);
   }
+  if (!shape_fits(out_s))
+    fail<ShapeError>("expand: shape {} cannot be expanded to {}: the product of its sizes overflows int64 (2^63 - 1)",
+                     a.shape(), out_s);
   if (out_s == a.shape()) return a;
   Tensor out = make_view(a, out_s, st, a.offset());
   // backward: sum the gradient over the broadcast dims
@@ -189,7 +200,7 @@ SliceRange slice_range(std::int64_t n, std::int64_t start, std::int64_t end, std
   if (step <= 0) fail<ValueError>("{}: step must be positive, got {}", op, step);
   auto clamp_bound = [n](std::int64_t v) { return std::clamp<std::int64_t>(v < 0 ? v + n : v, 0, n); };
   const std::int64_t s = clamp_bound(start), e = clamp_bound(end);
-  return {s, e, e > s ? (e - s + step - 1) / step : 0};
+  return {s, e, e > s ? (e - s - 1) / step + 1 : 0};  // ceil((e - s) / step), no overflow for a huge step
 }
 
 // The view t[start : start + step*len : step] along dim d (no autograd).
@@ -198,7 +209,9 @@ Tensor slice_view(const Tensor& t, int d, std::int64_t start, std::int64_t len, 
   Strides st = t.strides();
   const std::int64_t offset = t.offset() + (len > 0 ? start * st[U(d)] : 0);
   s[U(d)] = len;
-  st[U(d)] *= step;
+  // With len >= 2, step < size so stride * step fits; with len <= 1 the stride is never used
+  // (and stride * a huge step could overflow).
+  if (len > 1) st[U(d)] *= step;
   return make_view(t, s, st, offset);
 }
 
@@ -291,7 +304,13 @@ Tensor cat(const std::vector<Tensor>& ts, std::int64_t axis) {
                        t.shape());
     sizes.push_back(t.shape()[U(d)]);
   }
-  os[U(d)] = std::accumulate(sizes.begin(), sizes.end(), std::int64_t{0});
+  os[U(d)] = 0;
+  for (std::int64_t n : sizes)
+    if (!size_add(os[U(d)], n, os[U(d)])) os[U(d)] = -1;  // overflow: reported below
+  if (os[U(d)] < 0 || !shape_fits(os))
+    fail<ShapeError>("cat: tensors of shape like {} concatenated along dim {} (sizes [{}]): the result's size "
+                     "overflows int64 (2^63 - 1)",
+                     t0.shape(), d, fmt::join(sizes, ", "));
   Tensor out = empty(os, t0.dtype());
   std::int64_t at = 0;
   for (std::size_t k = 0; k < ts.size(); ++k) {
@@ -343,7 +362,11 @@ std::vector<Tensor> split(const Tensor& a, const std::vector<std::int64_t>& size
   const std::int64_t n = a.shape()[U(d)];
   for (auto v : sizes)
     if (v < 0) fail<ValueError>("split: sizes must be non-negative, got [{}]", fmt::join(sizes, ", "));
-  const std::int64_t total = std::accumulate(sizes.begin(), sizes.end(), std::int64_t{0});
+  std::int64_t total = 0;
+  for (auto v : sizes)
+    if (!size_add(total, v, total))
+      fail<ShapeError>("split: sizes [{}] must sum to the size of dim {} ({}), but their sum overflows int64",
+                       fmt::join(sizes, ", "), d, n);
   if (total != n)
     fail<ShapeError>("split: sizes [{}] must sum to the size of dim {}: {} vs {}", fmt::join(sizes, ", "), d, n,
                      total);
@@ -365,7 +388,7 @@ std::vector<Tensor> chunk(const Tensor& a, std::int64_t chunks, std::int64_t axi
   const int d = normalize_axis(axis, a.dim(), "chunk");
   const std::int64_t n = a.shape()[U(d)];
   if (n == 0) return split(a, std::vector<std::int64_t>(static_cast<std::size_t>(chunks), 0), d);
-  return split(a, (n + chunks - 1) / chunks, d);
+  return split(a, (n - 1) / chunks + 1, d);  // ceil(n / chunks), without overflow for huge chunks
 }
 
 // out[o, i, j] = a[o, index[i], j] with a viewed as [outer, n, inner] around the axis.
