@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages normgrad needs (only those missing). Run as root on Debian bookworm.
 set -e
-PKGS="g++ cmake make libfmt-dev doctest-dev libopenblas-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist"
+PKGS="g++ cmake make libfmt-dev doctest-dev libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev dataset-fashion-mnist"
 [ -n "$NORMGRAD_EXTRA_PKGS" ] && PKGS="$PKGS $NORMGRAD_EXTRA_PKGS"
 MISSING=""
 for p in $PKGS; do
