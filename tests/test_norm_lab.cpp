@@ -20,6 +20,7 @@
 #include <regex>
 
 #include "io/fashion_mnist.h"
+#include "tests/helpers.h"
 
 namespace fs = std::filesystem;
 
@@ -108,7 +109,10 @@ struct LabDir {
 
 // Runs one experiment's --quick version into a temporary folder; checks what every
 // experiment owes: claims with a verdict and a source, finite figures, the files it names.
+// One thread: the lab's tensors are small (per-op overhead, not arithmetic), and the figures
+// in docs/lab were made with --threads 1.
 lab::Result quick(const std::string& name, const LabDir& dir) {
+  test::OmpThreads one(1);
   lab::Config cfg;
   cfg.quick = true;
   cfg.print = false;

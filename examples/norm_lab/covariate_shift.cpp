@@ -4,8 +4,13 @@
 // BatchNorm, each unit's output is distorted by y <- y * s + m with s ~ U(1, 1 + k) and
 // m ~ U(-k, k) drawn anew at every training step ("noisy BatchNorm"): a deliberate,
 // non-stationary covariate shift. Compared: no norm, BatchNorm, noisy BatchNorm; 8 hidden
-// ReLU layers, SGD, three learning rates (the best one per model is compared).
+// ReLU layers, SGD, three learning rates (the best one per model is compared). The measure is
+// the training loss (the claim is about optimization, as in Santurkar et al.): the noise is
+// applied in training only, so a noisy net's eval-mode test accuracy also pays for the
+// train/eval mismatch the noise creates; it is reported, not judged.
 #include <fmt/format.h>
+
+#include <cmath>
 
 #include "../svg_plot.h"
 #include "experiments.h"
@@ -47,7 +52,8 @@ Result run_covariate_shift(const Config& cfg) {
       }
       const Stat a = stat(acc);
       if (cfg.print) fmt::print("  {:<16} lr {:<5}: test acc {}, final training loss {}\n", v.title, lr, show(a), show(stat(loss)));
-      if (!best_acc.count(v.key) || a.mean > best_acc[v.key].mean)
+      const double lm = stat(loss).mean;  // NaN when a seed diverged: never the best
+      if (!best_loss.count(v.key) || std::isnan(best_loss[v.key].mean) || lm < best_loss[v.key].mean)
         best_acc[v.key] = a, best_loss[v.key] = stat(loss), best_lr[v.key] = lr, best_curve[v.key] = curve;
     }
   write_csv(cfg, r, "covariate_shift.csv", {"variant", "lr", "seed", "test_acc", "final_train_loss"}, rows_);
@@ -69,14 +75,17 @@ Result run_covariate_shift(const Config& cfg) {
     r.set(v.key + "_final_loss", best_loss[v.key]);
   }
   // The ICS explanation predicts noisy BN no better than no norm. Refuted when noisy BN still
-  // beats no normalization beyond noise; supported when it falls back to (or below) it.
-  const Diff dn = compare(best_acc["noisy_bn"], best_acc["none"], 0.005);
-  const Diff db = compare(best_acc["bn"], best_acc["noisy_bn"], 0.005);
+  // reaches a lower training loss than no normalization beyond noise; supported when it does not
+  // beat it (falls back to or above it).
+  const Diff dn = compare(best_loss["none"], best_loss["noisy_bn"], 0.02);
+  const Diff db = compare(best_loss["noisy_bn"], best_loss["bn"], 0.02);
   const Verdict v = dn.real ? (dn.d > 0 ? Verdict::refuted : Verdict::supported) : Verdict::noise;
   r.claim("ics", "BatchNorm works by reducing internal covariate shift", "Ioffe & Szegedy 2015; tested as in Santurkar et al. 2018", v,
-          fmt::format("best test accuracy over lr: no norm {}, BatchNorm {}, BatchNorm with injected non-stationary shift (k = {}) {}; "
-                      "noisy BN - none {}, BN - noisy BN {}",
-                      show(best_acc["none"]), show(best_acc["bn"]), k, show(best_acc["noisy_bn"]), dn.text(), db.text()));
+          fmt::format("final training loss at each variant's best rate: no norm {} (lr {}), BatchNorm {} (lr {}), BatchNorm with injected "
+                      "non-stationary shift (k = {}) {} (lr {}); none - noisy BN {}, noisy BN - BN {}. Eval-mode test accuracy (the "
+                      "noisy net meets no noise at test time): {}, {}, {}",
+                      show(best_loss["none"]), best_lr["none"], show(best_loss["bn"]), best_lr["bn"], k, show(best_loss["noisy_bn"]),
+                      best_lr["noisy_bn"], dn.text(), db.text(), show(best_acc["none"]), show(best_acc["bn"]), show(best_acc["noisy_bn"])));
   return r;
 }
 

@@ -66,9 +66,10 @@ Result run_lr(const Config& cfg) {
     r.files.push_back(join_path(cfg.out, "lr.svg"));
   }
   for (Norm n : norms) {
-    // log10 of the largest trainable rate (0 when none trains: reported as 1e-9)
+    // log10 of the largest rate that trains; a seed where no rate of the grid trains counts as
+    // one grid step below the smallest rate (it trains, if at all, below the grid)
     std::vector<double> lg;
-    for (double v : max_lr[n]) lg.push_back(std::log10(std::max(v, 1e-9)));
+    for (double v : max_lr[n]) lg.push_back(v > 0 ? std::log10(v) : std::log10(lrs[0] * lrs[0] / lrs[1]));
     r.set(fmt::format("{}_log10_max_lr", norm_key(n)), stat(lg));
     r.set(fmt::format("{}_best_acc", norm_key(n)), stat(best_acc[n]));
     r.set(fmt::format("{}_early_loss", norm_key(n)), stat(early_loss[n]));
@@ -81,8 +82,8 @@ Result run_lr(const Config& cfg) {
   const Diff d = compare(lgstat(Norm::bn), lgstat(Norm::none), step10 / 2);
   r.claim("bn_higher_lr", "BatchNorm allows much higher learning rates", "Ioffe & Szegedy 2015 sec. 3.3; Bjorck et al. 2018",
           verdict_greater(d),
-          fmt::format("largest rate that trains (of {}; mean of log10 over seeds): no norm 10^{}, BatchNorm 10^{}, LayerNorm 10^{} "
-                      "(BN - none: {} decades)",
+          fmt::format("largest rate that trains (of {}; mean of log10 over seeds, a seed where none trains counts one grid step below "
+                      "the grid): no norm 10^{}, BatchNorm 10^{}, LayerNorm 10^{} (BN - none: {} decades)",
                       [&] {
                         std::string s;
                         for (double v : lrs) s += fmt::format("{}{:.3g}", s.empty() ? "" : ", ", v);
