@@ -150,9 +150,13 @@ Result run_depth(const Config& cfg) {
       q.title = what + " per hidden layer, at init and at the end";
       q.x = {.label = "hidden layer"};
       q.y = {.label = what, .log = log};
-      for (Norm n : norms)
+      static const char* colours[] = {"#7f7f7f", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"};  // one per norm
+      for (std::size_t ni = 0; ni < norms.size(); ++ni)
         for (int when = 0; when < 2; ++when) {
-          svg::Series s{.label = fmt::format("{} {}", norm_key(n), when ? "end" : "init"), .markers = true};
+          const Norm n = norms[ni];
+          // init: a line with dots; end: a plain line in the same colour
+          svg::Series s{.label = fmt::format("{} {}", norm_key(n), when ? "end" : "init (dots)"), .color = colours[ni],
+                        .markers = when == 0};
           for (std::size_t l = 0; l < static_cast<std::size_t>(hidden); ++l)
             s.x.push_back(static_cast<double>(l + 1)), s.y.push_back(mean_layer(pick(n, when), l));
           q.series.push_back(s);
