@@ -41,7 +41,8 @@ Diff compare(const Stat& a, const Stat& b, double floor) {
   Diff r;
   r.d = a.mean - b.mean;
   r.se = std::sqrt(a.std * a.std / std::max(a.n, 1) + b.std * b.std / std::max(b.n, 1));
-  r.real = std::isfinite(r.d) && std::abs(r.d) > 2 * r.se && std::abs(r.d) > floor;
+  // With one seed on either side the noise is unknown: never a difference (--seeds 1 is a demo).
+  r.real = a.n >= 2 && b.n >= 2 && std::isfinite(r.d) && std::abs(r.d) > 2 * r.se && std::abs(r.d) > floor;
   return r;
 }
 

@@ -48,6 +48,7 @@ std::string show(const Stat& s, int digits = 3);  // "0.412 +- 0.010"
 // Difference a - b of two means over independent seeds, with its standard error
 // se = sqrt(sa^2 / na + sb^2 / nb). "real" when |d| > 2 se and |d| > floor: the floor is the
 // smallest difference worth calling one (a measured 0 +- 0 is not an effect of 1e-9).
+// With fewer than 2 seeds on a side the noise is unknown and nothing is "real".
 struct Diff {
   double d = 0, se = 0;
   bool real = false;
