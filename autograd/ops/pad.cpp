@@ -114,16 +114,16 @@ Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pad, PadMode mode, 
   const int pairs = static_cast<int>(pad.size() / 2);
   // Padded sizes n + before + after without int64 overflow, and a padded shape whose element
   // count fits (checked before anything is allocated, index lists included).
-  Shape padded = a.shape();
+  Shape out_shape = a.shape();
   for (int k = 0; k < pairs; ++k) {
     const int d = a.dim() - 1 - k;
     std::int64_t size = 0;
     if (!size_add(a.shape()[U(d)], pad[U(2 * k)], size) || !size_add(size, pad[U(2 * k + 1)], size))
       fail<ShapeError>("pad: padding dim {} of shape {} by ({}, {}) overflows int64 (2^63 - 1)", d, a.shape(),
                        pad[U(2 * k)], pad[U(2 * k + 1)]);
-    padded[U(d)] = std::max<std::int64_t>(size, 0);
+    out_shape[U(d)] = std::max<std::int64_t>(size, 0);
   }
-  checked_nbytes(padded, dtype_size(a.dtype()), "pad");
+  checked_nbytes(out_shape, dtype_size(a.dtype()), "pad");
   if (mode != PadMode::constant) {
     if (value.has_value() && *value != 0.0)
       fail<ValueError>("pad: mode '{}' takes no fill value (got {}); the value is for mode constant", to_string(mode),
