@@ -123,6 +123,9 @@ Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pad, PadMode mode, 
                        pad[U(2 * k)], pad[U(2 * k + 1)]);
     out_shape[U(d)] = std::max<std::int64_t>(size, 0);
   }
+  if (!shape_fits(out_shape))
+    fail<ShapeError>("pad: shape {} padded to {}: the product of its sizes overflows int64 (2^63 - 1)", a.shape(),
+                     out_shape);
   checked_nbytes(out_shape, dtype_size(a.dtype()), "pad");
   if (mode != PadMode::constant) {
     if (value.has_value() && *value != 0.0)
