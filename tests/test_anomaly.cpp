@@ -27,7 +27,7 @@ std::string anomaly_message(const std::function<void()>& f) {
 
 }  // namespace
 
-TEST_CASE("anomaly: off by default; NaN and Inf flow through silently") {
+TEST_CASE("anomaly: off by default, NaN and Inf flow through silently") {
   CHECK_FALSE(detect_anomaly_enabled());
   Tensor x = leaf({1.0, 0.0, 4.0});
   Tensor y = log(x);  // -inf at index 1, no error

@@ -127,7 +127,7 @@ TEST_CASE("attention: boolean (true = may attend) and additive masks, broadcast 
                            scaled_dot_product_attention(q, k, v, bm)) == 0.0);
 }
 
-TEST_CASE("attention: key and value broadcast over heads; non-contiguous views; float32 against float64") {
+TEST_CASE("attention: key and value broadcast over heads, non-contiguous views, float32 against float64") {
   const std::int64_t N = 2, H = 3, L = 5, S = 4, E = 2;
   const Tensor q = test::rnd({N, H, L, E}, 21, false);
   const Tensor k1 = test::rnd({N, 1, S, E}, 22, false), v1 = test::rnd({1, S, 3}, 23, false);

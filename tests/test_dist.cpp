@@ -138,7 +138,7 @@ TEST_CASE("DistributedDataParallel: one process: the wrapped module, state_dict 
                        doctest::Contains("bucket_cap_mb must be > 0: got 0"), ValueError);
 }
 
-TEST_CASE("queue_callback: runs once the whole backward has finished; refused outside a backward") {
+TEST_CASE("queue_callback: runs once the whole backward has finished, refused outside a backward") {
   Tensor a = tensor({1, 2}, {2}, DType::f64).requires_grad_();
   bool leaf_grad_seen = false;
   Tensor b = record("marker", {a}, mul(a.detach(), scalar(1.0, DType::f64)), [&](BackwardContext&, const Tensor& g) -> Grads {

@@ -94,7 +94,7 @@ TEST_CASE("load_safetensors: an empty tensor whose non-zero sizes overflow int64
   CHECK_THROWS_WITH_AS(ng::io::load_safetensors(p.string()), doctest::Contains("absurd shape"), ng::IOError);
 }
 
-TEST_CASE("fuzz corpus: the half-precision and integer seeds load with their values; bad ones name the problem") {
+TEST_CASE("fuzz corpus: the half-precision and integer seeds load with their values, bad ones name the problem") {
   const auto half = ng::io::load_safetensors((kCorpus / "safetensors" / "half_f16_bf16").string());
   REQUIRE(half.tensors.size() == 2);
   CHECK(half.tensors[0].second.to_vector() == std::vector<double>{1.0, -2.5, 0x1p-24, INFINITY});

@@ -12,7 +12,7 @@
 using namespace ng;
 using namespace ng::nn;
 
-TEST_CASE("layers: a dtype option on every layer with parameters; float buffers follow it, counters stay int64") {
+TEST_CASE("layers: a dtype option on every layer with parameters, float buffers follow it, counters stay int64") {
   auto check = [](const Module& m, DType want) {
     for (const auto& [name, t] : m.state_dict()) {
       CAPTURE(name);

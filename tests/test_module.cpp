@@ -93,7 +93,7 @@ TEST_CASE("Module: to(float64) converts every layer in place, then a module grad
   CHECK_GRADCHECK(nn::gradcheck(*net, test::rnd({2, 1, 6, 6}, 4), fast));
 }
 
-TEST_CASE("nn::gradcheck: reports name parameters by their state_dict keys; float32 errors name the fix") {
+TEST_CASE("nn::gradcheck: reports name parameters by their state_dict keys, float32 errors name the fix") {
   Generator g(5);
   auto net = std::make_shared<Sequential>(std::make_shared<Linear>(3, 4, true, &g), std::make_shared<ReLU>(),
                                           std::make_shared<Linear>(4, 2, false, &g));

@@ -76,7 +76,7 @@ TEST_CASE("norm eps = 0: standardized output, and the Jacobian of xhat is a proj
   CHECK_GRADCHECK(gradcheck([](const std::vector<Tensor>& v) { return rms_norm(v[0], {5}, {}, 0.0); }, {x3}));
 }
 
-TEST_CASE("norm eps = 0: a constant row or channel gives NaN (0 * inf), as PyTorch; the others are unaffected") {
+TEST_CASE("norm eps = 0: a constant row or channel gives NaN (0 * inf), as PyTorch, the others are unaffected") {
   // LayerNorm: row 0 constant (2.0, exact mean, variance exactly 0), row 1 not.
   LayerNorm ln(LayerNormOptions({4}).eps(0.0).dtype(DType::f64));
   const Tensor x = from_vector(std::vector<double>{2, 2, 2, 2, 1, 2, 3, 4}, {2, 4}, DType::f64);

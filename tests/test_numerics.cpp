@@ -175,7 +175,7 @@ TEST_CASE_TEMPLATE("cross_entropy and softmax: logits of 1e4 stay finite and exa
                      {0, 0, 1e4}, 1e-6);
 }
 
-TEST_CASE("losses: log of 0 gives inf loss and inf/NaN gradients; anomaly mode names the log") {
+TEST_CASE("losses: log of 0 gives inf loss and inf/NaN gradients, anomaly mode names the log") {
   // A hand-written NLL on probabilities with a zero where the target is: -log(0) = inf.
   Tensor probs = tensor({1.0, 0.0, 0.0}, {1, 3}, DType::f64).requires_grad_();
   Tensor target = tensor({1}, {1}, DType::i64);

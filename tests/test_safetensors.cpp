@@ -361,7 +361,7 @@ TEST_CASE("safetensors: a failed save leaves the previous file intact and no tem
   CHECK(no_temp_files());
 }
 
-TEST_CASE("safetensors: F16, BF16, integer and BOOL tensors load exactly; load_module converts to the model's dtype") {
+TEST_CASE("safetensors: F16, BF16, integer and BOOL tensors load exactly, load_module converts to the model's dtype") {
   TempDir dir("st_dtypes");
   // F16 0x3C00 = 1, 0xC100 = -2.5, 0x0001 = 2^-24, 0x7C00 = inf; BF16 0x3F80 = 1, 0xC020 = -2.5,
   // 0x0001 = 2^-133, 0xFF80 = -inf.
@@ -447,7 +447,7 @@ TEST_CASE("safetensors: F16, BF16, integer and BOOL tensors load exactly; load_m
   CHECK(f64_model->state_dict()[0].second.dtype() == ng::DType::f64);
 }
 
-TEST_CASE("safetensors: save in F16, BF16, F32 or F64 on request; a value the format cannot hold is refused") {
+TEST_CASE("safetensors: save in F16, BF16, F32 or F64 on request, a value the format cannot hold is refused") {
   TempDir dir("st_save_formats");
   const ng::Tensor x = ng::from_vector(std::vector<double>{1.0, -0.1, 1e-30, 70000.0}, {4}, ng::DType::f64);
   const ng::Tensor n = ng::from_vector(std::vector<std::int64_t>{5}, {1});

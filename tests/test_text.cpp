@@ -34,7 +34,7 @@ struct TextTempDir {
 
 }  // namespace
 
-TEST_CASE("read_text: UTF-8 text as code points, BOM dropped; lines") {
+TEST_CASE("read_text: UTF-8 text as code points, BOM dropped, lines") {
   TextTempDir dir("text_read");
   const auto text = read_text(dir.write("a.txt", "\xEF\xBB\xBFh\xC3\xA9llo\r\nw\xE2\x82\xAC\n\n\xF0\x9F\x98\x80\n"));
   CHECK(text == U"h\u00e9llo\r\nw\u20ac\n\n\U0001F600\n");

@@ -195,7 +195,7 @@ TEST_CASE("multihead_attention: errors name the layer, the shapes and the fix") 
   CHECK_THROWS_AS(m.forward(x.to(DType::f64)), DTypeError);
 }
 
-TEST_CASE("transformer_encoder_layer: PyTorch's names; post-LN and pre-LN equal their composites") {
+TEST_CASE("transformer_encoder_layer: PyTorch's names, post-LN and pre-LN equal their composites") {
   Generator g(20);
   const std::int64_t E = 4, N = 2, L = 3;
   for (bool norm_first : {false, true}) {

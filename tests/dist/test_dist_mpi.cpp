@@ -188,7 +188,7 @@ TEST_CASE("dist: DistributedDataParallel starts every replica from rank 0's stat
   }
 }
 
-TEST_CASE("dist: DistributedDataParallel averages gradients in buckets; no_sync accumulates") {
+TEST_CASE("dist: DistributedDataParallel averages gradients in buckets, no_sync accumulates") {
   ng::Generator gen(7);
   auto model = std::make_shared<ng::nn::Sequential>(std::make_shared<ng::nn::Linear>(5, 4, true, &gen),
                                                     std::make_shared<ng::nn::Tanh>(),
