@@ -488,7 +488,7 @@ int main(int argc, char** argv) {
   app.add_option("--markdown", markdown, "also write the results as a markdown table to this file");
   app.add_option("--targets", targets_path, "the targets table (bench/targets.tsv)");
   app.add_option("rows", only, "rows to run (default: all): tiny_ops matmul bandwidth bn2d_fb ln_fb gn_fb rms_fb "
-                               "cnn_step cnn_eval lnlstm_step lstm_step cnn_peak_rss");
+                               "cnn_step cnn_eval lnlstm_step lstm_step attention_fb gpt_step cnn_peak_rss");
   CLI11_PARSE(app, argc, argv);
   std::vector<Target> target_table;
   try {
