@@ -6,7 +6,7 @@
 //   needs the Transformer layers of issue 18; reported as pending and left out of the verdicts.
 #include <fmt/format.h>
 
-#include "../svg_plot.h"
+#include "examples/demo/svg.h"
 #include "experiments.h"
 
 namespace lab {
