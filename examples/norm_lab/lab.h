@@ -1,6 +1,6 @@
 // The normalization lab's shared part: what every experiment of examples/norm_lab needs.
 //
-//   Config          --quick / --seeds / --out / --data-dir of the command line
+//   Config          --quick / --seeds / --out / --data-dir / --corpus of the command line
 //   Stat, stat      mean and sample standard deviation over seeds
 //   Diff, compare   is a difference of two means larger than its noise?
 //   Claim, Result   what an experiment reports: its claims with verdicts, its named figures
@@ -33,6 +33,7 @@ struct Config {
   int seeds = 3;           // independent repetitions (initial weights, data order)
   std::string out = ".";   // folder for the CSV and SVG files ("" writes nothing)
   std::string data_dir;    // Fashion-MNIST folder ("" = the default)
+  std::string corpus = "/usr/share/games/fortunes";  // text for the language models (Debian's fortunes)
   bool print = true;       // progress and verdicts on stdout
   std::uint64_t seed0 = 1; // first seed; seeds are seed0, seed0 + 1, ...
 };

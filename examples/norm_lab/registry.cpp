@@ -20,7 +20,7 @@ const std::vector<Experiment>& experiments() {
       {"invariance", "weights before BN are scale invariant: <W, dL/dW> = 0, zero bias gradient, |W| with and without weight decay", run_invariance},
       {"gaussian", "skewed and bimodal inputs through BN and LN: standardized, not made Gaussian; feature correlations", run_gaussian},
       {"sharpness", "top Hessian eigenvalue during full-batch GD with and without BN, against 2/lr", run_sharpness},
-      {"placement", "BatchNorm before vs after the activation (pre-LN vs post-LN Transformer: pending issue 18)", run_placement},
+      {"placement", "BatchNorm before vs after the activation; pre-LN vs post-LN char Transformer with and without warmup; LN vs RMSNorm vs BN inside it", run_placement},
       {"sequence", "LSTM: per-time-step BN vs LN vs none; padding pollutes BN's statistics, not LN's", run_sequence},
       {"overfitting", "train/test gap over long training on 1024 images with none/BN/LN", run_overfitting},
       {"covariate-shift", "Santurkar et al.: noise injected after each BN; does training still work?", run_covariate_shift},
