@@ -12,6 +12,7 @@ namespace lab {
 Result run_depth(const Config& cfg);
 Result run_lr(const Config& cfg);
 Result run_batch(const Config& cfg);
+Result run_distributed(const Config& cfg);
 Result run_coupling(const Config& cfg);
 Result run_invariance(const Config& cfg);
 Result run_gaussian(const Config& cfg);

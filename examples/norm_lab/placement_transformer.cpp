@@ -64,9 +64,9 @@ void run_placement_transformer(const Config& cfg, Result& r) {
     base.steps = 30, base.warmup = 6, base.eval_every = 10, base.val_windows = 8;
   } else {
     base.layers = 2, base.d = 64, base.heads = 4, base.block = 64, base.batch = 16;
-    base.steps = 300, base.warmup = 60, base.eval_every = 30, base.val_windows = 64;
+    base.steps = 200, base.warmup = 40, base.eval_every = 25, base.val_windows = 64;
   }
-  const std::vector<double> lrs = cfg.quick ? std::vector<double>{3e-3, 1e-2} : std::vector<double>{1e-3, 3e-3, 1e-2};
+  const std::vector<double> lrs = cfg.quick ? std::vector<double>{3e-3, 1e-2} : std::vector<double>{3e-3, 1e-2, 3e-2};
   const double lr_norms = 3e-3;  // the norm comparison: tiny_gpt's default rate, pre-LN, with warmup
   const double floor = 0.02;     // nats/char: smaller differences are not counted
   const double uniform = std::log(static_cast<double>(corpus.vocab));
@@ -155,9 +155,9 @@ void run_placement_transformer(const Config& cfg, Result& r) {
       part += fmt::format(" {}-LN {} with warmup, {} without ({}{})", layout, show(w.val_stat()), show(nw.val_stat()),
                           d.text(), needs ? ", needs warmup" : "");
       if (nw.diverged || w.diverged) part += fmt::format(" [diverged: {} with, {} without]", w.diverged, nw.diverged);
-      part += pre_ln ? ";" : ",";
+      if (!pre_ln) part += ",";
     }
-    because += (i ? " " : "") + part;
+    because += (i ? "; " : "") + part;
   }
   bool p_any = false, q_any = false, p_not_q = false, p_within_q = true;
   for (std::size_t i = 0; i < lrs.size(); ++i) {

@@ -16,6 +16,7 @@ const std::vector<Experiment>& experiments() {
       {"depth", "a 16-layer plain MLP with none/BN/LN/GN/RMSNorm: loss curves, per-layer activation std, gradient norm, update:data ratio", run_depth},
       {"lr", "learning-rate sweep per normalization: the largest rate that trains, accuracy against rate", run_lr},
       {"batch", "BN vs GN vs LN at batch sizes 2..128: eval accuracy, train/eval gap, recomputed BN statistics", run_batch},
+      {"distributed", "4 emulated data-parallel ranks, per-rank batch 2..8: per-rank BatchNorm vs SyncBatchNorm vs GroupNorm vs LayerNorm", run_distributed},
       {"coupling", "one sample in two batches; N = 1 refused; N = 2 gives +-1 (no data, seconds)", run_coupling},
       {"invariance", "weights before BN are scale invariant: <W, dL/dW> = 0, zero bias gradient, |W| with and without weight decay", run_invariance},
       {"gaussian", "skewed and bimodal inputs through BN and LN: standardized, not made Gaussian; feature correlations", run_gaussian},
