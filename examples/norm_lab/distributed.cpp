@@ -72,7 +72,7 @@ double split_change(Norm n, const ng::io::TensorDataset& batch, std::int64_t ran
 Result run_distributed(const Config& cfg) {
   Result r;
   const std::int64_t R = 4, epochs = 2;
-  const std::vector<std::int64_t> per_rank = cfg.quick ? std::vector<std::int64_t>{2, 8} : std::vector<std::int64_t>{2, 4, 8};
+  const std::vector<std::int64_t> per_rank = {2, 4, 8};  // --quick too: it reports every figure the docs quote
   const std::int64_t n_train = cfg.quick ? 512 : 4096;
   const Data data = fashion(cfg, n_train, cfg.quick ? 500 : 2000);
   const std::vector<Variant> variants = {{"bn_local", "BatchNorm, per-rank statistics", Norm::bn, true},
