@@ -230,9 +230,10 @@ TEST_CASE("norm_lab distributed --quick: splitting the batch over ranks changes 
   if (!fashion_mnist_present()) return;
   LabDir dir;
   const lab::Result r = quick("distributed", dir);
-  CHECK(r.get("bn_split_change") > 1e-2);  // per-rank statistics: a different function
-  CHECK(r.get("gn_split_change") < 1e-5);  // per-sample statistics: the same up to rounding
-  CHECK(r.get("ln_split_change") < 1e-5);
+  CHECK(r.get("bn_split_logits_change") > 1e-2);  // per-rank statistics: a different function
+  CHECK(r.get("bn_split_grad_change") > 1e-2);
+  for (const char* k : {"gn_split_logits_change", "gn_split_grad_change", "ln_split_logits_change", "ln_split_grad_change"})
+    CHECK(r.get(k) < 1e-5);  // per-sample statistics: the same up to rounding
   for (const char* k : {"bn_local", "bn_sync", "gn", "ln"})
     for (int b : {2, 4, 8}) {
       const double acc = r.get(fmt::format("{}_b{}_acc_mean", k, b));
@@ -308,6 +309,7 @@ TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, a
   CHECK(header_of(fs::path(dir.path) / "placement_transformer_curves.csv") == "layout,norm,warmup,lr,seed,step,val_loss");
   CHECK(fs::exists(fs::path(dir.path) / "placement_transformer.svg"));
   CHECK(fs::exists(fs::path(dir.path) / "placement_curves.svg"));
+  CHECK(fs::exists(fs::path(dir.path) / "placement_norms.svg"));
   check_doc_keys(p);
 }
 

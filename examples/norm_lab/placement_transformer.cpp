@@ -208,27 +208,33 @@ void run_placement_transformer(const Config& cfg, Result& r) {
     p.save(join_path(cfg.out, "placement_transformer.svg"));
     r.files.push_back(join_path(cfg.out, "placement_transformer.svg"));
   }
-  {  // validation curves at the largest rate, and of the three norms
+  auto curves = [&](const std::string& file, const std::string& title, const std::vector<std::pair<std::string, const Cell*>>& cells) {
     svg::Plot p;
-    p.title = fmt::format("validation curves (mean of {} seeds): layouts at lr {}, norms at lr {}", cfg.seeds, lrs.back(),
-                          lr_norms);
+    p.title = title;
     p.x = {.label = "step"};
     p.y = {.label = "validation loss (nats/char)"};
-    auto curve = [&](const std::string& label, const Cell& c, bool dashed) {
-      svg::Series s{.label = label, .markers = false, .dashed = dashed};
-      const auto m = c.mean_curve();
-      for (std::size_t i = 0; i < c.steps.size(); ++i) s.x.push_back(static_cast<double>(c.steps[i])), s.y.push_back(m[i]);
+    for (const auto& [label, c] : cells) {
+      svg::Series s{.label = label, .markers = false, .dashed = label.find("no warmup") != std::string::npos};
+      const auto m = c->mean_curve();
+      for (std::size_t i = 0; i < c->steps.size(); ++i) s.x.push_back(static_cast<double>(c->steps[i])), s.y.push_back(m[i]);
       p.series.push_back(s);
-    };
-    for (bool pre_ln : {false, true})
-      for (bool warm : {true, false})
-        curve(fmt::format("{}-LN {}, lr {}", pre_ln ? "pre" : "post", warm ? "warmup" : "no warmup", lrs.back()),
-              grid[{pre_ln, warm}].back(), !warm);
-    for (TransformerNorm n : {TransformerNorm::rms_norm, TransformerNorm::batch_norm})
-      curve(fmt::format("pre-{} warmup, lr {}", transformer_norm_title(n), lr_norms), by_norm[n], false);
-    p.save(join_path(cfg.out, "placement_curves.svg"));
-    r.files.push_back(join_path(cfg.out, "placement_curves.svg"));
-  }
+    }
+    p.save(join_path(cfg.out, file));
+    r.files.push_back(join_path(cfg.out, file));
+  };
+  std::vector<std::pair<std::string, const Cell*>> layouts, norms;
+  for (bool pre_ln : {false, true})
+    for (bool warm : {true, false})
+      layouts.emplace_back(fmt::format("{}-LN, {}", pre_ln ? "pre" : "post", warm ? "warmup" : "no warmup"),
+                           &grid[{pre_ln, warm}].back());
+  for (TransformerNorm n : {TransformerNorm::layer_norm, TransformerNorm::rms_norm, TransformerNorm::batch_norm})
+    norms.emplace_back(fmt::format("pre-LN layout, {}", transformer_norm_title(n)), &by_norm[n]);
+  curves("placement_curves.svg",
+         fmt::format("validation loss during training at lr {} (mean of {} seeds)", lrs.back(), cfg.seeds), layouts);
+  curves("placement_norms.svg",
+         fmt::format("the norm inside the pre-LN layer: validation loss, lr {} with warmup (mean of {} seeds)", lr_norms,
+                     cfg.seeds),
+         norms);
 }
 
 }  // namespace lab
