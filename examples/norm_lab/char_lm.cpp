@@ -19,7 +19,9 @@ namespace lab {
 using ng::Tensor;
 using ng::nn::TransformerNorm;
 
-bool corpus_present(const Config& cfg) { return std::filesystem::exists(cfg.corpus); }
+bool corpus_present(const Config& cfg) {
+  return std::filesystem::exists(cfg.corpus);
+}
 
 const Corpus& fortunes(const Config& cfg) {
   static std::map<std::string, Corpus> cache;  // by path: read and encoded once
@@ -39,19 +41,27 @@ const Corpus& fortunes(const Config& cfg) {
 
 const char* transformer_norm_key(TransformerNorm n) {
   switch (n) {
-    case TransformerNorm::layer_norm: return "ln";
-    case TransformerNorm::rms_norm: return "rms";
-    case TransformerNorm::batch_norm: return "bn";
-    case TransformerNorm::none: return "none";
+    case TransformerNorm::layer_norm:
+      return "ln";
+    case TransformerNorm::rms_norm:
+      return "rms";
+    case TransformerNorm::batch_norm:
+      return "bn";
+    case TransformerNorm::none:
+      return "none";
   }
   return "?";
 }
 const char* transformer_norm_title(TransformerNorm n) {
   switch (n) {
-    case TransformerNorm::layer_norm: return "LayerNorm";
-    case TransformerNorm::rms_norm: return "RMSNorm";
-    case TransformerNorm::batch_norm: return "BatchNorm";
-    case TransformerNorm::none: return "no norm";
+    case TransformerNorm::layer_norm:
+      return "LayerNorm";
+    case TransformerNorm::rms_norm:
+      return "RMSNorm";
+    case TransformerNorm::batch_norm:
+      return "BatchNorm";
+    case TransformerNorm::none:
+      return "no norm";
   }
   return "?";
 }

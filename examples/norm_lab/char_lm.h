@@ -37,9 +37,9 @@ struct LmSpec {
   double lr = 3e-3;                      // Adam's peak rate
   bool pre_ln = true;                    // norm_first
   ng::nn::TransformerNorm norm = ng::nn::TransformerNorm::layer_norm;
-  std::uint64_t seed = 1;                // initial weights, and the windows drawn (one stream each)
-  std::int64_t eval_every = 50;          // validation loss every N steps (and at the end)
-  std::int64_t val_windows = 64;         // validation windows of `block` characters, evenly spaced
+  std::uint64_t seed = 1;         // initial weights, and the windows drawn (one stream each)
+  std::int64_t eval_every = 50;   // validation loss every N steps (and at the end)
+  std::int64_t val_windows = 64;  // validation windows of `block` characters, evenly spaced
 };
 struct LmLog {
   std::vector<std::int64_t> eval_step;

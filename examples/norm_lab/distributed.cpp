@@ -48,7 +48,8 @@ double max_rel_diff(const std::vector<ng::Tensor>& a, const std::vector<ng::Tens
   double num_ = 0, den = 0;
   for (std::size_t i = 0; i < a.size(); ++i) {
     const auto va = a[i].to_vector(), vb = b[i].to_vector();
-    for (std::size_t j = 0; j < va.size(); ++j) num_ = std::max(num_, std::abs(va[j] - vb[j])), den = std::max(den, std::abs(vb[j]));
+    for (std::size_t j = 0; j < va.size(); ++j)
+      num_ = std::max(num_, std::abs(va[j] - vb[j])), den = std::max(den, std::abs(vb[j]));
   }
   return den > 0 ? num_ / den : num_;
 }
@@ -82,9 +83,10 @@ Result run_distributed(const Config& cfg) {
                                          {"gn", "GroupNorm (8 groups)", Norm::gn, true},
                                          {"ln", "LayerNorm", Norm::ln, true}};
   if (cfg.print)
-    fmt::print("{} emulated ranks; MLP 784 -> 4 x [Linear(64) -> norm -> ReLU] -> 10; {} epochs over {} images; SGD momentum "
-               "0.9, lr = 0.1 G / 128 for global batch G\n",
-               R, epochs, n_train);
+    fmt::print(
+        "{} emulated ranks; MLP 784 -> 4 x [Linear(64) -> norm -> ReLU] -> 10; {} epochs over {} images; SGD momentum "
+        "0.9, lr = 0.1 G / 128 for global batch G\n",
+        R, epochs, n_train);
 
   // What splitting one global batch over the ranks changes, exactly (no training).
   const ng::io::TensorDataset first = rows(data.train, 0, R * 2);
@@ -94,8 +96,10 @@ Result run_distributed(const Config& cfg) {
     r.set(fmt::format("{}_split_logits_change", norm_key(n)), split[n].first);
     r.set(fmt::format("{}_split_grad_change", norm_key(n)), split[n].second);
     if (cfg.print)
-      fmt::print("  a batch of {} split over {} ranks vs whole, {}: logits change by {:.3g}, gradients by {:.3g} (max relative)\n",
-                 R * 2, R, norm_title(n), split[n].first, split[n].second);
+      fmt::print(
+          "  a batch of {} split over {} ranks vs whole, {}: logits change by {:.3g}, gradients by {:.3g} (max "
+          "relative)\n",
+          R * 2, R, norm_title(n), split[n].first, split[n].second);
   }
 
   std::vector<std::vector<std::string>> rows_;
@@ -110,7 +114,11 @@ Result run_distributed(const Config& cfg) {
         Mlp m({.width = 64, .hidden = 4, .norm = v.norm}, gen);
         const double lr = 0.1 * static_cast<double>(G) / 128.0;
         const TrainLog log = train_mlp(m, data.train,
-                                       {.steps = epochs * (n_train / G), .batch = G, .lr = lr, .momentum = 0.9, .seed = seed,
+                                       {.steps = epochs * (n_train / G),
+                                        .batch = G,
+                                        .lr = lr,
+                                        .momentum = 0.9,
+                                        .seed = seed,
                                         .ranks = v.per_rank ? R : 1});
         a.push_back(log.diverged ? 0.1 : accuracy(m, data.test));
         rows_.push_back({v.key, std::to_string(R), std::to_string(b), std::to_string(G), std::to_string(seed), num(lr),
@@ -119,13 +127,15 @@ Result run_distributed(const Config& cfg) {
       acc[{v.key, b}] = stat(a);
       r.set(fmt::format("{}_b{}_acc", v.key, b), acc[{v.key, b}]);
       if (cfg.print)
-        fmt::print("  {:<34} per-rank batch {} (global {:>2}): eval test accuracy {}\n", v.title, b, G, show(acc[{v.key, b}]));
+        fmt::print("  {:<34} per-rank batch {} (global {:>2}): eval test accuracy {}\n", v.title, b, G,
+                   show(acc[{v.key, b}]));
     }
-  write_csv(cfg, r, "distributed.csv", {"norm", "ranks", "per_rank_batch", "global_batch", "seed", "lr", "diverged", "eval_acc"},
-            rows_);
+  write_csv(cfg, r, "distributed.csv",
+            {"norm", "ranks", "per_rank_batch", "global_batch", "seed", "lr", "diverged", "eval_acc"}, rows_);
   if (!cfg.out.empty()) {
     svg::Plot p;
-    p.title = fmt::format("{} emulated ranks: eval test accuracy against the per-rank batch (mean of {} seeds)", R, cfg.seeds);
+    p.title = fmt::format("{} emulated ranks: eval test accuracy against the per-rank batch (mean of {} seeds)", R,
+                          cfg.seeds);
     p.x = {.label = "per-rank batch (global batch = 4x)", .log = true};
     p.y = {.label = "test accuracy"};
     for (const Variant& v : variants) {
@@ -139,22 +149,25 @@ Result run_distributed(const Config& cfg) {
 
   const std::int64_t lo = per_rank.front(), hi = per_rank.back();
   const Diff d = compare(acc[{"bn_sync", lo}], acc[{"bn_local", lo}], 0.005);
-  const bool per_sample_exact = std::max({split[Norm::gn].first, split[Norm::gn].second, split[Norm::ln].first,
-                                           split[Norm::ln].second}) < 1e-5;
+  const bool per_sample_exact =
+      std::max({split[Norm::gn].first, split[Norm::gn].second, split[Norm::ln].first, split[Norm::ln].second}) < 1e-5;
   const Verdict v = !per_sample_exact ? Verdict::refuted : verdict_greater(d);
   const Diff d_hi = compare(acc[{"bn_sync", hi}], acc[{"bn_local", hi}], 0.005);
-  r.claim("sync_bn",
-          "With small per-rank batches BatchNorm needs synchronizing (SyncBatchNorm); LayerNorm and GroupNorm need no "
-          "communication and do not care",
-          "PyTorch SyncBatchNorm docs; Wu & He 2018 (Group Normalization) sec. 1", v,
-          fmt::format("eval test accuracy, {} ranks, per-rank batch {}: SyncBN {}, per-rank BN {} (Sync - local {}), GroupNorm {}, "
-                      "LayerNorm {}; per-rank batch {}: SyncBN {}, per-rank BN {} (Sync - local {}). Splitting a batch over the "
-                      "ranks changes BatchNorm's logits by {:.3g} and its gradients by {:.3g} (relative); GroupNorm's and LayerNorm's "
-                      "by at most {:.3g} (rounding)",
-                      R, lo, show(acc[{"bn_sync", lo}]), show(acc[{"bn_local", lo}]), d.text(), show(acc[{"gn", lo}]),
-                      show(acc[{"ln", lo}]), hi, show(acc[{"bn_sync", hi}]), show(acc[{"bn_local", hi}]), d_hi.text(), split[Norm::bn].first,
-                      split[Norm::bn].second,
-                      std::max({split[Norm::gn].first, split[Norm::gn].second, split[Norm::ln].first, split[Norm::ln].second})));
+  r.claim(
+      "sync_bn",
+      "With small per-rank batches BatchNorm needs synchronizing (SyncBatchNorm); LayerNorm and GroupNorm need no "
+      "communication and do not care",
+      "PyTorch SyncBatchNorm docs; Wu & He 2018 (Group Normalization) sec. 1", v,
+      fmt::format(
+          "eval test accuracy, {} ranks, per-rank batch {}: SyncBN {}, per-rank BN {} (Sync - local {}), GroupNorm {}, "
+          "LayerNorm {}; per-rank batch {}: SyncBN {}, per-rank BN {} (Sync - local {}). Splitting a batch over the "
+          "ranks changes BatchNorm's logits by {:.3g} and its gradients by {:.3g} (relative); GroupNorm's and "
+          "LayerNorm's "
+          "by at most {:.3g} (rounding)",
+          R, lo, show(acc[{"bn_sync", lo}]), show(acc[{"bn_local", lo}]), d.text(), show(acc[{"gn", lo}]),
+          show(acc[{"ln", lo}]), hi, show(acc[{"bn_sync", hi}]), show(acc[{"bn_local", hi}]), d_hi.text(),
+          split[Norm::bn].first, split[Norm::bn].second,
+          std::max({split[Norm::gn].first, split[Norm::gn].second, split[Norm::ln].first, split[Norm::ln].second})));
   return r;
 }
 

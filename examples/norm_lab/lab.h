@@ -7,6 +7,7 @@
 //   Mlp             a plain multilayer perceptron with a choice of normalization (functional:
 //                   the lab needs every parameter, running statistic and activation in hand)
 //   train_mlp       SGD on Fashion-MNIST batches, with a per-step hook for diagnostics
+//   forward_ranks   data parallelism over ranks emulated in one process (per-rank BatchNorm)
 //   accuracy        eval-mode or train-mode accuracy
 //   fashion         the Fashion-MNIST subsets, flattened to (N, 784)
 //

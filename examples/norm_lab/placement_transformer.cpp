@@ -88,9 +88,10 @@ void run_placement_transformer(const Config& cfg, Result& r) {
   r.set("tf_bn_train_causal_leak", bn_train_leak);
   r.set("tf_bn_eval_causal_leak", bn_eval_leak);
   if (cfg.print)
-    fmt::print("  causal check, max |change of past logits| when the future changes: LN {:.3g}, BN training mode {:.3g}, "
-               "BN eval mode {:.3g}\n",
-               ln_leak, bn_train_leak, bn_eval_leak);
+    fmt::print(
+        "  causal check, max |change of past logits| when the future changes: LN {:.3g}, BN training mode {:.3g}, "
+        "BN eval mode {:.3g}\n",
+        ln_leak, bn_train_leak, bn_eval_leak);
 
   std::vector<std::vector<std::string>> rows_, curve_rows;
   auto run_cell = [&](bool pre_ln, bool warm, double lr, TransformerNorm norm) {
@@ -109,8 +110,8 @@ void run_placement_transformer(const Config& cfg, Result& r) {
       rows_.push_back({layout, transformer_norm_key(norm), warm ? "yes" : "no", num(lr), std::to_string(spec.seed),
                        num(log.final_val), num(log.final_train), log.diverged ? "1" : "0"});
       for (std::size_t i = 0; i < log.eval_step.size(); ++i)
-        curve_rows.push_back({layout, transformer_norm_key(norm), warm ? "yes" : "no", num(lr), std::to_string(spec.seed),
-                              std::to_string(log.eval_step[i]), num(log.val_loss[i])});
+        curve_rows.push_back({layout, transformer_norm_key(norm), warm ? "yes" : "no", num(lr),
+                              std::to_string(spec.seed), std::to_string(log.eval_step[i]), num(log.val_loss[i])});
     }
     if (cfg.print)
       fmt::print("  {:<8} {:<9} warmup {:<3} lr {:<6}: validation {} nats/char{}\n", pre_ln ? "pre-LN" : "post-LN",
@@ -129,7 +130,8 @@ void run_placement_transformer(const Config& cfg, Result& r) {
   const auto k_norms = static_cast<std::size_t>(std::find(lrs.begin(), lrs.end(), lr_norms) - lrs.begin());
   std::map<TransformerNorm, Cell> by_norm;
   by_norm[TransformerNorm::layer_norm] = grid[{true, true}][k_norms];
-  for (TransformerNorm n : {TransformerNorm::rms_norm, TransformerNorm::batch_norm}) by_norm[n] = run_cell(true, true, lr_norms, n);
+  for (TransformerNorm n : {TransformerNorm::rms_norm, TransformerNorm::batch_norm})
+    by_norm[n] = run_cell(true, true, lr_norms, n);
 
   write_csv(cfg, r, "placement_transformer.csv",
             {"layout", "norm", "warmup", "lr", "seed", "val_loss", "train_loss_last10pct", "diverged"}, rows_);
@@ -166,14 +168,15 @@ void run_placement_transformer(const Config& cfg, Result& r) {
     p_not_q = p_not_q || (p && !q);
     p_within_q = p_within_q && (!p || q);
   }
-  const Verdict v = p_not_q                         ? Verdict::supported
+  const Verdict v = p_not_q                                      ? Verdict::supported
                     : (p_any && p_within_q) || (!p_any && q_any) ? Verdict::refuted
                                                                  : Verdict::noise;
   r.claim("preln_warmup", "Post-LN Transformers need learning-rate warmup; pre-LN ones train without it",
           "Xiong et al. 2020, sec. 3-4", v,
-          fmt::format("validation nats/char after {} steps, {} seeds; \"needs warmup\" = worse without it by > 2 se and > {} "
-                      "nats/char. {}",
-                      base.steps, cfg.seeds, floor, because));
+          fmt::format(
+              "validation nats/char after {} steps, {} seeds; \"needs warmup\" = worse without it by > 2 se and > {} "
+              "nats/char. {}",
+              base.steps, cfg.seeds, floor, because));
 
   // The norm inside the layer.
   for (const auto& [n, cell] : by_norm) {
@@ -186,11 +189,12 @@ void run_placement_transformer(const Config& cfg, Result& r) {
   const Diff d_bn = compare(bn, ln, floor), d_rms = compare(rms, ln, floor);
   r.claim("bn_transformer", "BatchNorm inside a Transformer for language is worse than LayerNorm",
           "Shen et al. 2020 (PowerNorm), sec. 3", verdict_greater(d_bn),
-          fmt::format("pre-LN, warmup, lr {}: validation nats/char LayerNorm {}, RMSNorm {} (RMS - LN {}), BatchNorm over the "
-                      "tokens {} (BN - LN {}); mean training loss over the last 10% of steps (training mode) LN {}, BN {}",
-                      lr_norms, show(ln), show(rms), d_rms.text(), show(bn), d_bn.text(),
-                      show(stat(by_norm[TransformerNorm::layer_norm].train)),
-                      show(stat(by_norm[TransformerNorm::batch_norm].train))));
+          fmt::format(
+              "pre-LN, warmup, lr {}: validation nats/char LayerNorm {}, RMSNorm {} (RMS - LN {}), BatchNorm over the "
+              "tokens {} (BN - LN {}); mean training loss over the last 10% of steps (training mode) LN {}, BN {}",
+              lr_norms, show(ln), show(rms), d_rms.text(), show(bn), d_bn.text(),
+              show(stat(by_norm[TransformerNorm::layer_norm].train)),
+              show(stat(by_norm[TransformerNorm::batch_norm].train))));
 
   if (cfg.out.empty()) return;
   {  // final validation loss against the rate: four lines (layout x warmup)
@@ -202,13 +206,15 @@ void run_placement_transformer(const Config& cfg, Result& r) {
       for (bool warm : {true, false}) {
         svg::Series s{.label = fmt::format("{}-LN, {}", pre_ln ? "pre" : "post", warm ? "warmup" : "no warmup"),
                       .dashed = !warm};
-        for (std::size_t i = 0; i < lrs.size(); ++i) s.x.push_back(lrs[i]), s.y.push_back(grid[{pre_ln, warm}][i].val_stat().mean);
+        for (std::size_t i = 0; i < lrs.size(); ++i)
+          s.x.push_back(lrs[i]), s.y.push_back(grid[{pre_ln, warm}][i].val_stat().mean);
         p.series.push_back(s);
       }
     p.save(join_path(cfg.out, "placement_transformer.svg"));
     r.files.push_back(join_path(cfg.out, "placement_transformer.svg"));
   }
-  auto curves = [&](const std::string& file, const std::string& title, const std::vector<std::pair<std::string, const Cell*>>& cells) {
+  auto curves = [&](const std::string& file, const std::string& title,
+                    const std::vector<std::pair<std::string, const Cell*>>& cells) {
     svg::Plot p;
     p.title = title;
     p.x = {.label = "step"};
@@ -216,7 +222,8 @@ void run_placement_transformer(const Config& cfg, Result& r) {
     for (const auto& [label, c] : cells) {
       svg::Series s{.label = label, .markers = false, .dashed = label.find("no warmup") != std::string::npos};
       const auto m = c->mean_curve();
-      for (std::size_t i = 0; i < c->steps.size(); ++i) s.x.push_back(static_cast<double>(c->steps[i])), s.y.push_back(m[i]);
+      for (std::size_t i = 0; i < c->steps.size(); ++i)
+        s.x.push_back(static_cast<double>(c->steps[i])), s.y.push_back(m[i]);
       p.series.push_back(s);
     }
     p.save(join_path(cfg.out, file));
@@ -232,8 +239,8 @@ void run_placement_transformer(const Config& cfg, Result& r) {
   curves("placement_curves.svg",
          fmt::format("validation loss during training at lr {} (mean of {} seeds)", lrs.back(), cfg.seeds), layouts);
   curves("placement_norms.svg",
-         fmt::format("the norm inside the pre-LN layer: validation loss, lr {} with warmup (mean of {} seeds)", lr_norms,
-                     cfg.seeds),
+         fmt::format("the norm inside the pre-LN layer: validation loss, lr {} with warmup (mean of {} seeds)",
+                     lr_norms, cfg.seeds),
          norms);
 }
 
