@@ -1,12 +1,15 @@
 // The lab's character-level Transformer: corpus, training run, causal check (char_lm.h).
 #include "char_lm.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
 #include <map>
 #include <memory>
+#include <stdexcept>
 
 #include "autograd/tape.h"
 #include "examples/lm_models.h"
@@ -27,6 +30,12 @@ const Corpus& fortunes(const Config& cfg) {
   static std::map<std::string, Corpus> cache;  // by path: read and encoded once
   auto it = cache.find(cfg.corpus);
   if (it != cache.end()) return it->second;
+  if (!corpus_present(cfg))
+    throw std::runtime_error(
+        fmt::format("norm_lab: the text corpus '{}' is missing: install Debian's fortunes (apt-get install fortunes) "
+                    "or pass --corpus "
+                    "FILE_OR_FOLDER",
+                    cfg.corpus));
   const std::u32string text = demo::read_corpus(cfg.corpus);
   const auto vocab = ng::io::CharVocab::from_text(text);
   const auto [train, val] = ng::io::split_text(text, 0.1);

@@ -27,7 +27,7 @@ struct Corpus {
   std::int64_t vocab = 0, chars = 0;
   std::vector<std::int64_t> train, val;
 };
-// The folder (or file) named by cfg.corpus; throws ng::IOError when it is missing.
+// The folder (or file) named by cfg.corpus; std::runtime_error naming the fix when it is missing.
 const Corpus& fortunes(const Config& cfg);
 bool corpus_present(const Config& cfg);
 

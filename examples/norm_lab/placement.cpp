@@ -6,6 +6,7 @@
 //   LayerNorm vs RMSNorm vs BatchNorm inside the layer (Shen et al. 2020): placement_transformer.cpp.
 #include <fmt/format.h>
 
+#include "char_lm.h"
 #include "examples/demo/svg.h"
 #include "experiments.h"
 
@@ -13,6 +14,7 @@ namespace lab {
 
 Result run_placement(const Config& cfg) {
   Result r;
+  fortunes(cfg);  // the Transformer half's text, read now: a missing corpus fails before any training
   const std::int64_t steps = cfg.quick ? 60 : 800;
   const std::vector<double> lrs = cfg.quick ? std::vector<double>{0.03, 0.3} : std::vector<double>{0.01, 0.03, 0.1, 0.3};
   const Data data = fashion(cfg, cfg.quick ? 2000 : 20000, cfg.quick ? 500 : 5000);
