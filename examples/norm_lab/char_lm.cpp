@@ -32,7 +32,7 @@ const Corpus& fortunes(const Config& cfg) {
   if (it != cache.end()) return it->second;
   if (!corpus_present(cfg))
     throw std::runtime_error(
-        fmt::format("norm_lab: the text corpus '{}' is missing: install Debian's fortunes (apt-get install fortunes) "
+        fmt::format("the text corpus '{}' is missing: install Debian's fortunes (apt-get install fortunes) "
                     "or pass --corpus "
                     "FILE_OR_FOLDER",
                     cfg.corpus));
