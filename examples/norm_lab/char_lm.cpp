@@ -33,8 +33,7 @@ const Corpus& fortunes(const Config& cfg) {
   if (!corpus_present(cfg))
     throw std::runtime_error(
         fmt::format("the text corpus '{}' is missing: install Debian's fortunes (apt-get install fortunes) "
-                    "or pass --corpus "
-                    "FILE_OR_FOLDER",
+                    "or pass --corpus FILE_OR_FOLDER",
                     cfg.corpus));
   const std::u32string text = demo::read_corpus(cfg.corpus);
   const auto vocab = ng::io::CharVocab::from_text(text);
