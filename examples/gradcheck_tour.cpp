@@ -20,7 +20,7 @@
 
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
-#include "svg_plot.h"
+#include "demo/svg.h"
 
 using namespace ng;
 

@@ -2,12 +2,14 @@
 // its invariants are checked on the values it reports; and docs/normalization.md's "Claims,
 // tested" section quotes docs/lab/results.csv (the figures `norm_lab` wrote) exactly.
 #include <doctest/doctest.h>
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -20,6 +22,7 @@
 #include <regex>
 
 #include "io/fashion_mnist.h"
+#include "io/dataset.h"
 #include "tests/helpers.h"
 
 namespace fs = std::filesystem;
@@ -86,6 +89,7 @@ TEST_CASE("norm_lab docs: the 'Claims, tested' section quotes docs/lab/results.c
 }
 
 #ifdef NORMGRAD_HAVE_NORM_LAB
+#include "examples/norm_lab/char_lm.h"
 #include "examples/norm_lab/experiments.h"
 
 namespace {
@@ -145,14 +149,27 @@ std::string header_of(const fs::path& p) {
   return line;
 }
 
+// Every `experiment.key` that docs/normalization.md quotes for this experiment is a figure the
+// --quick run reports too (the same keys, so a renamed figure fails here, not only in the docs).
+void check_doc_keys(const lab::Result& r) {
+  const std::string doc = read(kRoot / "docs/normalization.md");
+  const std::regex value_re("`" + r.experiment + R"(\.([a-z0-9_]+) = [^`]+`)");
+  int n = 0;
+  for (auto it = std::sregex_iterator(doc.begin(), doc.end(), value_re); it != std::sregex_iterator(); ++it, ++n) {
+    INFO("docs/normalization.md quotes ", r.experiment, ".", (*it)[1]);
+    CHECK(r.has((*it)[1]));
+  }
+  CHECK(n > 0);
+}
+
 }  // namespace
 
-TEST_CASE("norm_lab: list names eleven experiments, each once") {
+TEST_CASE("norm_lab: list names twelve experiments, each once") {
   std::set<std::string> names;
   for (const auto& e : lab::experiments()) names.insert(e.name);
-  CHECK(names.size() == 11);
-  for (const char* n : {"depth", "lr", "batch", "coupling", "invariance", "gaussian", "sharpness", "placement", "sequence",
-                        "overfitting", "covariate-shift"})
+  CHECK(names.size() == 12);
+  for (const char* n : {"depth", "lr", "batch", "distributed", "coupling", "invariance", "gaussian", "sharpness", "placement",
+                        "sequence", "overfitting", "covariate-shift"})
     CHECK(names.count(n) == 1);
 }
 
@@ -209,6 +226,49 @@ TEST_CASE("norm_lab sequence --quick: padding moves BatchNorm's outputs, not Lay
   CHECK(r.claim_of("padding").verdict == lab::Verdict::supported);
 }
 
+TEST_CASE("norm_lab distributed --quick: splitting the batch over ranks changes BatchNorm only") {
+  if (!fashion_mnist_present()) return;
+  LabDir dir;
+  const lab::Result r = quick("distributed", dir);
+  CHECK(r.get("bn_split_logits_change") > 1e-2);  // per-rank statistics: a different function
+  CHECK(r.get("bn_split_grad_change") > 1e-2);
+  for (const char* k : {"gn_split_logits_change", "gn_split_grad_change", "ln_split_logits_change", "ln_split_grad_change"})
+    CHECK(r.get(k) < 1e-5);  // per-sample statistics: the same up to rounding
+  for (const char* k : {"bn_local", "bn_sync", "gn", "ln"})
+    for (int b : {2, 4, 8}) {
+      const double acc = r.get(fmt::format("{}_b{}_acc_mean", k, b));
+      CHECK(acc >= 0.0);
+      CHECK(acc <= 1.0);
+    }
+  CHECK(r.get("bn_sync_b2_acc_mean") > r.get("bn_local_b2_acc_mean"));  // 0.69 vs 0.20 at --quick, 3 seeds
+  CHECK(r.claim_of("sync_bn").verdict != lab::Verdict::pending);
+  CHECK(header_of(fs::path(dir.path) / "distributed.csv") == "norm,ranks,per_rank_batch,global_batch,seed,lr,diverged,eval_acc");
+  check_doc_keys(r);
+}
+
+TEST_CASE("norm_lab forward_ranks: per-shard BatchNorm statistics; running statistics from shard 0 only") {
+  test::OmpThreads one(1);
+  ng::Generator data_gen(3);
+  const ng::Tensor x = ng::randn({8, 784}, ng::DType::f32, &data_gen);
+  ng::Generator g1(7), g2(7);
+  lab::Mlp split({.width = 16, .hidden = 2, .norm = lab::Norm::bn}, g1), alone({.width = 16, .hidden = 2, .norm = lab::Norm::bn}, g2);
+  const ng::Tensor y = lab::forward_ranks(split, x, 4);  // 4 shards of 2
+  REQUIRE(y.shape() == ng::Shape{8, 10});
+  // shard 1 forwarded on its own gives rows 2..3, exactly
+  const ng::Tensor y1 = alone.forward(ng::slice(x, 0, 2, 4).contiguous(), true);
+  CHECK(test::max_abs_diff(ng::slice(y, 0, 2, 4).contiguous(), y1) == 0.0);
+  // running statistics: as after shard 0 alone (DDP keeps rank 0's buffers)
+  ng::Generator g3(7);
+  lab::Mlp ref({.width = 16, .hidden = 2, .norm = lab::Norm::bn}, g3);
+  ref.forward(ng::slice(x, 0, 0, 2).contiguous(), true);
+  for (std::size_t k = 0; k < ref.running_mean.size(); ++k) {
+    CHECK(test::max_abs_diff(split.running_mean[k], ref.running_mean[k]) == 0.0);
+    CHECK(test::max_abs_diff(split.running_var[k], ref.running_var[k]) == 0.0);
+  }
+  CHECK(split.momentum == std::optional<double>(0.1));  // restored
+  CHECK_THROWS_AS(lab::forward_ranks(split, x, 3), std::invalid_argument);
+}
+
 TEST_CASE("norm_lab depth, lr, batch --quick: curves, sweeps and the per-layer diagnostics") {
   if (!fashion_mnist_present()) return;
   LabDir dir;
@@ -224,13 +284,43 @@ TEST_CASE("norm_lab depth, lr, batch --quick: curves, sweeps and the per-layer d
   CHECK(header_of(fs::path(dir.path) / "batch.csv") == "norm,batch,seed,lr,eval_acc,train_mode_acc,precise_bn_acc");
 }
 
-TEST_CASE("norm_lab sharpness, placement, overfitting, covariate-shift --quick") {
+TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, and reports what the docs quote") {
+  if (!fashion_mnist_present() || !lab::corpus_present(lab::Config{})) return;
+  LabDir dir;
+  const lab::Result p = quick("placement", dir);
+  CHECK(p.get("tf_ln_causal_leak") == 0.0);  // the past's logits do not see the future, bit for bit
+  CHECK(p.get("tf_bn_eval_causal_leak") == 0.0);
+  CHECK(p.get("tf_bn_train_causal_leak") > 1e-3);  // training-mode BN: batch statistics include later tokens
+  const double uniform = p.get("tf_uniform_loss");
+  CHECK(uniform == doctest::Approx(std::log(p.get("tf_vocab"))));
+  // every LayerNorm run learned something in 30 steps (below a uniform guess), none diverged at 3e-3
+  for (const char* layout : {"pre", "post"})
+    for (const char* w : {"warm", "nowarm"}) {
+      const std::string k = fmt::format("tf_{}_{}_lr0003", layout, w);
+      INFO(k);
+      CHECK(p.get(k + "_val_mean") < uniform - 0.5);
+      CHECK(p.get(k + "_diverged") == 0.0);
+    }
+  for (const char* n : {"ln", "rms", "bn"}) CHECK(p.get(fmt::format("tf_norm_{}_val_mean", n)) <= uniform);
+  CHECK(p.claim_of("preln_warmup").verdict != lab::Verdict::pending);
+  CHECK(p.claim_of("bn_transformer").verdict != lab::Verdict::pending);
+  CHECK(header_of(fs::path(dir.path) / "placement_transformer.csv") ==
+        "layout,norm,warmup,lr,seed,val_loss,train_loss_last10pct,diverged");
+  CHECK(header_of(fs::path(dir.path) / "placement_transformer_curves.csv") == "layout,norm,warmup,lr,seed,step,val_loss");
+  CHECK(fs::exists(fs::path(dir.path) / "placement_transformer.svg"));
+  CHECK(fs::exists(fs::path(dir.path) / "placement_curves.svg"));
+  CHECK(fs::exists(fs::path(dir.path) / "placement_norms.svg"));
+  check_doc_keys(p);
+}
+
+TEST_CASE("norm_lab sharpness, overfitting, covariate-shift --quick; merging results.csv") {
   if (!fashion_mnist_present()) return;
   LabDir dir;
   const lab::Result s = quick("sharpness", dir);
   CHECK(s.get("bn_lr02_sharpness_mean") > 0);
-  const lab::Result p = quick("placement", dir);
-  CHECK(p.claim_of("preln_warmup").verdict == lab::Verdict::pending);  // the Transformer half waits for issue 18
+  lab::Result p;  // placement's rows (the experiment runs in its own test case)
+  p.experiment = "placement";
+  p.set("bn_before_best_lr", 0.01);
   const lab::Result o = quick("overfitting", dir);
   CHECK(o.get("ln_train_acc_mean") >= o.get("ln_test_acc_mean") - 0.05);
   const lab::Result c = quick("covariate-shift", dir);

@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "../svg_plot.h"
+#include "examples/demo/svg.h"
 #include "autograd/tape.h"
 #include "experiments.h"
 

@@ -12,11 +12,14 @@ namespace lab {
 Result run_depth(const Config& cfg);
 Result run_lr(const Config& cfg);
 Result run_batch(const Config& cfg);
+Result run_distributed(const Config& cfg);
 Result run_coupling(const Config& cfg);
 Result run_invariance(const Config& cfg);
 Result run_gaussian(const Config& cfg);
 Result run_sharpness(const Config& cfg);
 Result run_placement(const Config& cfg);
+// placement's second half (placement_transformer.cpp): pre-LN vs post-LN, warmup, norm inside.
+void run_placement_transformer(const Config& cfg, Result& r);
 Result run_sequence(const Config& cfg);
 Result run_overfitting(const Config& cfg);
 Result run_covariate_shift(const Config& cfg);

@@ -13,7 +13,7 @@
 
 #include <cmath>
 
-#include "../svg_plot.h"
+#include "examples/demo/svg.h"
 #include "autograd/tape.h"
 #include "experiments.h"
 

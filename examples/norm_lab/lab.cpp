@@ -239,7 +239,8 @@ TrainLog train_mlp(Mlp& m, const ng::io::TensorDataset& data, const TrainSpec& t
       continue;
     }
     opt.zero_grad();
-    Tensor loss = ng::cross_entropy(m.forward(batch.inputs, true), batch.targets);
+    const Tensor logits = ts.ranks > 1 ? forward_ranks(m, batch.inputs, ts.ranks) : m.forward(batch.inputs, true);
+    Tensor loss = ng::cross_entropy(logits, batch.targets);
     const double l = loss.item();
     if (!std::isfinite(l) || l > 100) {
       log.diverged = true;
@@ -253,6 +254,19 @@ TrainLog train_mlp(Mlp& m, const ng::io::TensorDataset& data, const TrainSpec& t
     if (after_step) after_step(step);
   }
   return log;
+}
+
+Tensor forward_ranks(Mlp& m, const Tensor& x, std::int64_t ranks) {
+  if (ranks < 1 || x.size(0) % ranks != 0)
+    throw std::invalid_argument(fmt::format("forward_ranks: a batch of {} does not split into {} equal shards", x.size(0), ranks));
+  const auto keep = m.momentum;
+  std::vector<Tensor> out;
+  for (const Tensor& shard : ng::chunk(x, ranks, 0)) {
+    out.push_back(m.forward(shard.contiguous(), true));
+    m.momentum = 0.0;  // running <- 1 * running + 0 * shard statistics: shards 1.. leave them alone
+  }
+  m.momentum = keep;
+  return ng::cat(out, 0);
 }
 
 double accuracy(Mlp& m, const ng::io::TensorDataset& d, bool train_mode, std::int64_t batch) {

@@ -1,12 +1,13 @@
 // The normalization lab's shared part: what every experiment of examples/norm_lab needs.
 //
-//   Config          --quick / --seeds / --out / --data-dir of the command line
+//   Config          --quick / --seeds / --out / --data-dir / --corpus of the command line
 //   Stat, stat      mean and sample standard deviation over seeds
 //   Diff, compare   is a difference of two means larger than its noise?
 //   Claim, Result   what an experiment reports: its claims with verdicts, its named figures
 //   Mlp             a plain multilayer perceptron with a choice of normalization (functional:
 //                   the lab needs every parameter, running statistic and activation in hand)
 //   train_mlp       SGD on Fashion-MNIST batches, with a per-step hook for diagnostics
+//   forward_ranks   data parallelism over ranks emulated in one process (per-rank BatchNorm)
 //   accuracy        eval-mode or train-mode accuracy
 //   fashion         the Fashion-MNIST subsets, flattened to (N, 784)
 //
@@ -33,6 +34,7 @@ struct Config {
   int seeds = 3;           // independent repetitions (initial weights, data order)
   std::string out = ".";   // folder for the CSV and SVG files ("" writes nothing)
   std::string data_dir;    // Fashion-MNIST folder ("" = the default)
+  std::string corpus = "/usr/share/games/fortunes";  // text for the language models (Debian's fortunes)
   bool print = true;       // progress and verdicts on stdout
   std::uint64_t seed0 = 1; // first seed; seeds are seed0, seed0 + 1, ...
 };
@@ -144,6 +146,7 @@ struct TrainSpec {
   std::int64_t steps = 500, batch = 64;
   double lr = 0.05, momentum = 0.9, weight_decay = 0;
   std::uint64_t seed = 1;  // data order
+  std::int64_t ranks = 1;  // > 1: data parallel over emulated ranks with per-rank BatchNorm (forward_ranks)
 };
 struct TrainLog {
   std::vector<double> loss;  // per step (NaN after a divergence)
@@ -154,6 +157,16 @@ struct TrainLog {
 TrainLog train_mlp(Mlp& m, const ng::io::TensorDataset& data, const TrainSpec& ts,
                    const std::function<void(std::int64_t)>& after_step = {},
                    const std::function<void(std::int64_t)>& with_grads = {});
+
+// Data parallelism over `ranks` ranks, emulated in one process: the batch (N, ...) is split into
+// `ranks` equal shards and each is forwarded on its own in training mode, so BatchNorm normalizes
+// each shard with that shard's statistics, as per-rank (unsynchronized) BatchNorm under
+// DistributedDataParallel does; the logits are concatenated. The mean loss over the whole batch
+// then has exactly DDP's gradient (the average over ranks of each rank's mean-loss gradient,
+// shards being equal). Running statistics are updated from shard 0 only (momentum 0 for the
+// others): DDP broadcasts rank 0's buffers before every forward, so rank 0's are the ones kept.
+// Per-sample norms (LN, GN, RMSNorm) compute the same as one forward of the whole batch.
+ng::Tensor forward_ranks(Mlp& m, const ng::Tensor& x, std::int64_t ranks);
 
 // Fraction correct. Eval mode (running statistics), or train mode in batches of `batch`
 // (BatchNorm uses each batch's statistics; the running statistics are restored afterwards).

@@ -8,7 +8,7 @@
 
 #include <cmath>
 
-#include "../svg_plot.h"
+#include "examples/demo/svg.h"
 #include "experiments.h"
 
 namespace lab {

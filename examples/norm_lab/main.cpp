@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
     sub->add_option("--out", cfg.out, "folder for the CSV and SVG files ('' writes none)");
     sub->add_option("--threads", threads, "OpenMP threads (0: OMP_NUM_THREADS or all cores)")->check(CLI::NonNegativeNumber);
     sub->add_option("--data-dir", cfg.data_dir, "Fashion-MNIST folder (default: $NORMGRAD_DATA_DIR or the system's)");
+    sub->add_option("--corpus", cfg.corpus, "text file or folder for the language-model experiments (default: Debian's fortunes)");
     sub->add_option("--results", results, "the summary CSV to merge into (default: OUT/results.csv)");
   };
   app.add_subcommand("list", "list the experiments");

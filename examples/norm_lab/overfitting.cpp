@@ -6,7 +6,7 @@
 //   whose output does not depend on the batch).
 #include <fmt/format.h>
 
-#include "../svg_plot.h"
+#include "examples/demo/svg.h"
 #include "experiments.h"
 
 namespace lab {
