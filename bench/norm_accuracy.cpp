@@ -7,6 +7,7 @@
 //   norm_accuracy                 prints max and mean error per layer, ordinary inputs N(0, 1)
 //                                 and inputs offset by 1e4 (1e4 + N(0, 1))
 //   norm_accuracy --unit-affine   the same with weight = 1 and bias = 0 (PyTorch's initial values)
+//   norm_accuracy --small         the smaller cases of tests/test_norm_accuracy.cpp, same inputs
 //   norm_accuracy --dump DIR      also writes each case (x, weight, bias, y) to DIR/<case>.safetensors
 //                                 for scripts/norm_accuracy_torch.py, which measures PyTorch on the
 //                                 same inputs with the same metric
@@ -70,17 +71,31 @@ Errors errors(const std::vector<double>& y, const std::vector<double>& ref) {
 
 int main(int argc, char** argv) {
   std::string dump;
-  bool unit_affine = false;
+  bool unit_affine = false, small = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--dump") == 0 && i + 1 < argc) dump = argv[++i];
     else if (std::strcmp(argv[i], "--unit-affine") == 0) unit_affine = true;
+    else if (std::strcmp(argv[i], "--small") == 0) small = true;
     else {
-      std::fprintf(stderr, "usage: %s [--unit-affine] [--dump DIR]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--small] [--unit-affine] [--dump DIR]\n", argv[0]);
       return 2;
     }
   }
   omp_set_num_threads(1);
-  const std::vector<Case> cases = {
+  // --small: the cases of tests/test_norm_accuracy.cpp, with its seeds (keep the two in step), so
+  // that PyTorch can be measured on the inputs the test asserts on.
+  const std::vector<Case> small_cases = {
+      {"batch_norm2d_16x32x14x14", "batch_norm", Shape{16, 32, 14, 14}, 32, 0},
+      {"batch_norm2d_32x16x4x4", "batch_norm", Shape{32, 16, 4, 4}, 16, 0},
+      {"batch_norm1d_128x64", "batch_norm", Shape{128, 64}, 64, 0},
+      {"layer_norm_256x1024", "layer_norm", Shape{256, 1024}, 1024, 0},
+      {"layer_norm_64x1500", "layer_norm", Shape{64, 1500}, 1500, 0},
+      {"layer_norm_64x37", "layer_norm", Shape{64, 37}, 37, 0},
+      {"group_norm_8x32x14x14_g8", "group_norm", Shape{8, 32, 14, 14}, 32, 8},
+      {"instance_norm_4x16x28x28", "instance_norm", Shape{4, 16, 28, 28}, 16, 0},
+      {"rms_norm_256x1024", "rms_norm", Shape{256, 1024}, 1024, 0},
+  };
+  const std::vector<Case> bench_cases = {
       {"batch_norm2d_32x64x14x14", "batch_norm", Shape{32, 64, 14, 14}, 64, 0},
       {"batch_norm2d_64x32x4x4", "batch_norm", Shape{64, 32, 4, 4}, 32, 0},  // the column kernels
       {"batch_norm1d_256x512", "batch_norm", Shape{256, 512}, 512, 0},
@@ -90,6 +105,7 @@ int main(int argc, char** argv) {
       {"instance_norm_8x32x28x28", "instance_norm", Shape{8, 32, 28, 28}, 32, 0},
       {"rms_norm_4096x1024", "rms_norm", Shape{4096, 1024}, 1024, 0},
   };
+  const std::vector<Case>& cases = small ? small_cases : bench_cases;
   std::printf("%-28s %-8s %11s %11s %11s %11s\n", "case", "offset", "max", "mean", "rounded max", "rounded mean");
   std::uint64_t seed = 1;
   for (const double offset : {0.0, 1e4}) {

@@ -109,6 +109,8 @@ inline float fused_multiply_add(float a, float b, float c) {
   return a * b + c;
 #endif
 }
+// Whether the library's kernels were built with the instruction (tests choose their bounds).
+bool has_fused_multiply_add();
 inline float output_centre(double mean, double rstd) {
   return std::abs(mean) * rstd <= 1.0 ? 0.0f : static_cast<float>(mean);  // |mean| <= std (rstd = 1 / std)
 }

@@ -201,6 +201,14 @@ inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t
 
 }  // namespace
 
+bool has_fused_multiply_add() {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return true;
+#else
+  return false;
+#endif
+}
+
 template <class T>
 void row_forward(const T* x, const NormSpec& sp, const T* weight, const T* bias, double eps, bool given_stats,
                  double* mean, double* var, double* rstd, T* y) {
