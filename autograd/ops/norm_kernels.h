@@ -97,11 +97,13 @@ struct FloatCentre {
 //   factor 2 of the centre: for every x when the spread is small against the mean (rows offset
 //   by 1e4), so the digits of a large mean cancel exactly, as FloatCentre's do.
 // scale_lo carries what float(scale) rounds away (scale to ~2^-48), and shift is rounded once:
-//   |y_f - y| <= ulp(y) / 2 + ulp(shift) / 2,
+//   |y_f - y| <= about ulp(y) / 2 + ulp(shift) / 2,
 // plus 2^-24 |d * scale| where d is inexact (a mean of one to a few std). Correct rounding would
 // be ulp(y) / 2 alone. Measured, and compared with PyTorch, in docs/normalization.md ("float32
 // accuracy"); tests/test_norm_accuracy.cpp asserts it. Without a fused multiply-add in the
 // instruction set (portable builds) each fma below is a multiply and an add: one more rounding.
+// (So these depend on the flags a file is built with: only the kernel files, built with the
+// library's, call them.)
 inline float fused_multiply_add(float a, float b, float c) {
 #if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
   return std::fma(a, b, c);
