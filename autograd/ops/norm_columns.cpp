@@ -146,12 +146,33 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   }
 }
 
-// y = xhat * weight + bias, rows split across threads.
+// y = xhat * weight + bias, rows split across threads. float32: y rounded once, from per-column
+// FloatAffine constants (norm_kernels.h).
 template <class T>
 void column_normalize(const T* x, const NormSpec& sp, const double* mean, const double* rstd, const T* weight,
                       const T* bias, T* y) {
   assert(uses_columns(sp));
   const std::int64_t W = sp.num_stats() * sp.E;
+  if constexpr (std::is_same_v<T, float>) {
+    const auto size = static_cast<std::size_t>(W);
+    std::vector<float> centre(size), scale_hi(size), scale_lo(size), shift(size);
+    for (std::size_t j = 0; j < size; ++j) {
+      const std::size_t s = j / static_cast<std::size_t>(sp.E);
+      const FloatAffine affine(mean[s], rstd[s], weight ? static_cast<double>(weight[s]) : 1.0,
+                               bias ? static_cast<double>(bias[s]) : 0.0);
+      centre[j] = affine.centre, scale_hi[j] = affine.scale_hi, scale_lo[j] = affine.scale_lo, shift[j] = affine.shift;
+    }
+    const float *c = centre.data(), *sh = scale_hi.data(), *sl = scale_lo.data(), *t = shift.data();
+    const int threads = column_threads(sp);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (std::int64_t a = 0; a < sp.A; ++a) {
+      const float* xa = x + a * W;
+      float* ya = y + a * W;
+#pragma omp simd
+      for (std::int64_t j = 0; j < W; ++j) ya[j] = affine_output(xa[j], c[j], sh[j], sl[j], t[j]);
+    }
+    return;
+  }
   const ColumnConstants<T> consts(sp, mean, rstd, weight);
   std::vector<T> bias_col(static_cast<std::size_t>(W), T(0));
   for (std::int64_t j = 0; bias && j < W; ++j) bias_col[static_cast<std::size_t>(j)] = bias[j / sp.E];

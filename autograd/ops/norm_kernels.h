@@ -16,7 +16,7 @@
 //   mean, var    biased moments of the n elements (RMSNorm: mean = 0, var = mean of x^2)
 //   rstd         1 / sqrt(var + eps), eps inside the root (as PyTorch)
 //   xhat         (x - mean) * rstd                                   -- see xhat() below
-//   y            xhat * weight[c] + bias[c]
+//   y            xhat * weight[c] + bias[c]              (float32: affine_output() below)
 //   dxhat        dy * weight[c]   (the gradient w.r.t. xhat)
 //   dx           rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   -- see dx() below
 //   dweight[c]   sum of dy * xhat,  dbias[c] = sum of dy, over the elements of channel c
@@ -32,6 +32,7 @@
 //   mean(dxhat * xhat) = weight * sum dy * xhat / N_total; then row_dx or column_dx.
 #pragma once
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -81,6 +82,76 @@ struct FloatCentre {
         rstd_f(static_cast<float>(rstd)),
         rounding(static_cast<float>((mean - static_cast<double>(static_cast<float>(mean))) * rstd)) {}
   float xhat(float x) const { return norm_kernels::xhat(x, mean_f, rstd_f, rounding); }
+};
+
+// ---- the float32 output, y = xhat * weight + bias with as few roundings as possible ------------
+//
+// The float32 forward does not round xhat and then xhat * weight + bias (three roundings of
+// values of the size of y, plus those of rstd_f and x - mean_f). It writes
+//   y = (x - centre) * scale + shift,   scale = rstd * weight,   shift = bias - (mean - centre) * scale
+// (the same y for any centre) and evaluates it, with d = x - centre, as
+//   y = fma(d, scale_hi, fma(d, scale_lo, shift)),   scale = scale_hi + scale_lo (two floats),
+// so that y is rounded once, by the outer multiply-add. The centre makes d exact:
+//   |mean| <= std: centre = 0, d = x;
+//   otherwise centre = float(mean), and d = x - centre is exact (Sterbenz's lemma) for x within a
+//   factor 2 of the centre: for every x when the spread is small against the mean (rows offset
+//   by 1e4), so the digits of a large mean cancel exactly, as FloatCentre's do.
+// scale_lo carries what float(scale) rounds away (scale to ~2^-48), and shift is rounded once:
+//   |y_f - y| <= about ulp(y) / 2 + ulp(shift) / 2,
+// plus 2^-24 |d * scale| where d is inexact (a mean of one to a few std). Correct rounding would
+// be ulp(y) / 2 alone. Measured, and compared with PyTorch, in docs/normalization.md ("float32
+// accuracy"); tests/test_norm_accuracy.cpp asserts it. Without a fused multiply-add in the
+// instruction set (portable builds) each fma below is a multiply and an add: one more rounding.
+// (So these depend on the flags a file is built with: only the kernel files, built with the
+// library's, call them.)
+inline float fused_multiply_add(float a, float b, float c) {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+// Whether the library's kernels were built with the instruction (tests choose their bounds).
+bool has_fused_multiply_add();
+inline float output_centre(double mean, double rstd) {
+  return std::abs(mean) * rstd <= 1.0 ? 0.0f : static_cast<float>(mean);  // |mean| <= std (rstd = 1 / std)
+}
+inline float affine_output(float x, float centre, float scale_hi, float scale_lo, float shift) {
+  const float d = x - centre;
+  return fused_multiply_add(d, scale_hi, fused_multiply_add(d, scale_lo, shift));
+}
+
+// The constants of one statistic and one channel, from the double statistics (runs of one
+// channel, E > 1, and the column kernels' per-column arrays).
+struct FloatAffine {
+  float centre, scale_hi, scale_lo, shift;
+  FloatAffine(double mean, double rstd, double weight, double bias) : centre(output_centre(mean, rstd)) {
+    const double scale = rstd * weight;
+    scale_hi = static_cast<float>(scale);
+    scale_lo = static_cast<float>(scale - static_cast<double>(scale_hi));
+    shift = static_cast<float>(bias - (mean - static_cast<double>(centre)) * scale);
+  }
+  float y(float x) const { return affine_output(x, centre, scale_hi, scale_lo, shift); }
+};
+
+// Rows with a weight per element (LayerNorm, RMSNorm: E == 1): the constants per element, in
+// float, from the row's rstd = rstd_hi + rstd_lo and mean_rstd = float((mean - centre) * rstd):
+//   scale_hi = float(rstd_hi * w),  scale_lo = rstd_lo * w + (rstd_hi * w - scale_hi),
+//   shift = bias - mean_rstd * w,
+// where rstd_hi * w - scale_hi, the rounding error of the product, is exact as an fma
+// (Dekker's two-product). Seven float operations per element, all vectorizable.
+struct FloatRowAffine {
+  float centre, rstd_hi, rstd_lo, mean_rstd;
+  FloatRowAffine(double mean, double rstd)
+      : centre(output_centre(mean, rstd)),
+        rstd_hi(static_cast<float>(rstd)),
+        rstd_lo(static_cast<float>(rstd - static_cast<double>(rstd_hi))),
+        mean_rstd(static_cast<float>((mean - static_cast<double>(centre)) * rstd)) {}
+  float y(float x, float weight, float bias) const {
+    const float scale_hi = rstd_hi * weight;
+    const float scale_lo = fused_multiply_add(rstd_lo, weight, fused_multiply_add(rstd_hi, weight, -scale_hi));
+    return affine_output(x, centre, scale_hi, scale_lo, fused_multiply_add(-mean_rstd, weight, bias));
+  }
 };
 
 // dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)): "direct", "through the mean"

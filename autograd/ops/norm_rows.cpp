@@ -9,8 +9,9 @@
 //                 pass 2: dx, per statistic                         (x and dy read once)
 //
 // float64 runs in double. float32 runs in float lanes (twice as many per vector) with the
-// statistics in double: xhat through FloatCentre (norm_kernels.h), which keeps rows offset by
-// 1e4 at full float accuracy, and float sums over short chunks added in double.
+// statistics in double: y through FloatRowAffine / FloatAffine and the backward's xhat through
+// FloatCentre (norm_kernels.h), which keep rows offset by 1e4 at full float accuracy, and float
+// sums over short chunks added in double.
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -72,7 +73,7 @@ void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int6
         T* yr = y + base;
         const double mu = mean[s], r = rstd[s];
         if constexpr (std::is_same_v<T, float>) {
-          const FloatCentre fc(mu, r);
+          const FloatRowAffine row(mu, r);  // y = xhat * weight + bias, rounded once (norm_kernels.h)
           // x and y of the row `ahead` statistics on (the next block's), while this row is written.
           const bool pf = sp.A == 1 && s + ahead < sp.num_stats();
           const T* x_pf = x + run_offset(sp, 0, pf ? s + ahead : s);
@@ -80,7 +81,7 @@ void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int6
           with_flags(weight != nullptr, bias != nullptr, [&](auto has_w, auto has_b) {
             const auto term = [&](std::int64_t k) {
               const std::int64_t c = g * sp.K + k;
-              yr[k] = fc.xhat(xr[k]) * (has_w ? weight[c] : 1.0f) + (has_b ? bias[c] : 0.0f);
+              yr[k] = row.y(xr[k], has_w ? weight[c] : 1.0f, has_b ? bias[c] : 0.0f);
             };
             std::int64_t k = 0;
             for (; k + kFloatsPerLine <= sp.K; k += kFloatsPerLine) {
@@ -107,13 +108,13 @@ void normalize_kernel(const T* x, const NormSpec& sp, std::int64_t s0, std::int6
       }
       for (std::int64_t k = 0; k < sp.K; ++k) {
         const std::int64_t c = g * sp.K + k;
-        if constexpr (std::is_same_v<T, float>) {  // xhat * weight[c] = FloatCentre of (mean, rstd * weight[c])
-          const FloatCentre scaled(mean[s], rstd[s] * (weight ? static_cast<double>(weight[c]) : 1.0));
-          const float bias_c = bias ? bias[c] : 0.0f;
+        if constexpr (std::is_same_v<T, float>) {  // y = xhat * weight[c] + bias[c], rounded once (norm_kernels.h)
+          const FloatAffine affine(mean[s], rstd[s], weight ? static_cast<double>(weight[c]) : 1.0,
+                                   bias ? static_cast<double>(bias[c]) : 0.0);
           const float* xe = x + base + k * sp.E;
           float* ye = y + base + k * sp.E;
 #pragma omp simd
-          for (std::int64_t e = 0; e < sp.E; ++e) ye[e] = scaled.xhat(xe[e]) + bias_c;
+          for (std::int64_t e = 0; e < sp.E; ++e) ye[e] = affine.y(xe[e]);
           continue;
         }
         const double scale = rstd[s] * (weight ? static_cast<double>(weight[c]) : 1.0);
@@ -199,6 +200,14 @@ inline void row_dx_one(const T* x, const T* dy, const NormSpec& sp, std::int64_t
 }
 
 }  // namespace
+
+bool has_fused_multiply_add() {
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+  return true;
+#else
+  return false;
+#endif
+}
 
 template <class T>
 void row_forward(const T* x, const NormSpec& sp, const T* weight, const T* bias, double eps, bool given_stats,
