@@ -246,7 +246,7 @@ TEST_CASE("norm_lab distributed --quick: splitting the batch over ranks changes 
   check_doc_keys(r);
 }
 
-TEST_CASE("norm_lab forward_ranks: per-shard BatchNorm statistics; running statistics from shard 0 only") {
+TEST_CASE("norm_lab forward_ranks: per-shard BatchNorm statistics, running statistics from shard 0 only") {
   test::OmpThreads one(1);
   ng::Generator data_gen(3);
   const ng::Tensor x = ng::randn({8, 784}, ng::DType::f32, &data_gen);
@@ -313,7 +313,7 @@ TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, a
   check_doc_keys(p);
 }
 
-TEST_CASE("norm_lab sharpness, overfitting, covariate-shift --quick; merging results.csv") {
+TEST_CASE("norm_lab sharpness, overfitting, covariate-shift --quick, merging results.csv") {
   if (!fashion_mnist_present()) return;
   LabDir dir;
   const lab::Result s = quick("sharpness", dir);
