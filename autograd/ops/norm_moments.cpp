@@ -16,7 +16,7 @@ namespace ng::norm_kernels {
 
 namespace {
 
-// Elements per chunk: a chunk is summed in one go, then merged in double.
+// Elements per chunk: a chunk is summed in one go (in float for float32), then merged in double.
 constexpr std::int64_t kChunk = 1024;
 
 // A float sum written as one running sum is a chain of dependent additions, each waiting for
@@ -46,22 +46,22 @@ Moments chunk_moments(const T* x, std::int64_t n, bool subtract_mean) {
   return {static_cast<double>(n), mean, m2};
 }
 
-// Sums of d = x - centre and of d^2 over the n elements of x, d in float and the sums in double
-// lanes, as four interleaved quarters of q elements (see kQuarters; q = 0: one loop) and the rest.
-inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float centre, double& sum_d, double& sum_d2) {
+// Sums of d = x - centre and of d^2 over the n elements of x, as four interleaved quarters of q
+// elements (see kQuarters; q = 0: one loop) and the rest.
+inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float centre, float& sum_d, float& sum_d2) {
   if (q == 0) {  // a short chunk: 8 float lanes by hand (an omp simd reduction's setup and
                  // horizontal sums cost more than the few vectors of work)
-    double lane_d[8] = {}, lane_d2[8] = {};
+    float lane_d[8] = {}, lane_d2[8] = {};
     std::int64_t i = 0;
     for (; i + 8 <= n; i += 8)
 #pragma omp simd
       for (std::int64_t j = 0; j < 8; ++j) {
-        const double d = static_cast<double>(x[i + j] - centre);
+        const float d = x[i + j] - centre;
         lane_d[j] += d;
         lane_d2[j] += d * d;
       }
     for (std::int64_t j = 0; i < n; ++i, ++j) {
-      const double d = static_cast<double>(x[i] - centre);
+      const float d = x[i] - centre;
       lane_d[j] += d;
       lane_d2[j] += d * d;
     }
@@ -69,12 +69,11 @@ inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c
     sum_d2 = ((lane_d2[0] + lane_d2[1]) + (lane_d2[2] + lane_d2[3])) + ((lane_d2[4] + lane_d2[5]) + (lane_d2[6] + lane_d2[7]));
     return;
   }
-  double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0;      // sums of d, one per quarter
-  double sq0 = 0.0, sq1 = 0.0, sq2 = 0.0, sq3 = 0.0;  // sums of d^2
+  float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;     // sums of d, one per quarter
+  float sq0 = 0.0f, sq1 = 0.0f, sq2 = 0.0f, sq3 = 0.0f;  // sums of d^2
 #pragma omp simd reduction(+ : d0, d1, d2, d3, sq0, sq1, sq2, sq3)
   for (std::int64_t i = 0; i < q; ++i) {
-    const double u0 = static_cast<double>(x[i] - centre), u1 = static_cast<double>(x[i + q] - centre),
-                 u2 = static_cast<double>(x[i + 2 * q] - centre), u3 = static_cast<double>(x[i + 3 * q] - centre);
+    const float u0 = x[i] - centre, u1 = x[i + q] - centre, u2 = x[i + 2 * q] - centre, u3 = x[i + 3 * q] - centre;
     d0 += u0;
     d1 += u1;
     d2 += u2;
@@ -86,7 +85,7 @@ inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c
   }
 #pragma omp simd reduction(+ : d0, sq0)
   for (std::int64_t i = 4 * q; i < n; ++i) {
-    const double u = static_cast<double>(x[i] - centre);
+    const float u = x[i] - centre;
     d0 += u;
     sq0 += u * u;
   }
@@ -94,8 +93,9 @@ inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c
   sum_d2 = (sq0 + sq1) + (sq2 + sq3);
 }
 
-// float32 chunks: the same moments in quarters (see kQuarters), by the shifted-data formula
-// (Chan, Golub & LeVeque 1983): around any centre c, with d_i = x_i - c,
+// float32 chunks: the same moments with float lanes (twice as many per vector as double), in
+// quarters (see kQuarters), by the shifted-data formula (Chan, Golub & LeVeque 1983): around
+// any centre c, with d_i = x_i - c,
 //   mean = c + sum(d) / n,   m2 = sum(d^2) - sum(d)^2 / n,   sum(d^2) = m2 + n (mean - c)^2.
 // The subtraction cancels when c is far from the mean, so c must be near it: c is the mean of
 // the first 16 elements (in float), and one pass over x gives both sums. If that centre turns
@@ -104,33 +104,30 @@ inline void centred_sums(const float* x, std::int64_t n, std::int64_t q, float c
 // c + sum(d) / n. So sum(d^2) <= 2 m2 always: the cancellation costs at most a factor 2. The
 // d_i are of the size of the deviations even for rows offset by 1e4: x_i - c is exact
 // (Sterbenz) when x_i is within a factor 2 of c, and otherwise is rounded like a value of the
-// size of the deviation. d_i is formed in float lanes and summed, with its square, in double
-// lanes: float sums over a chunk (kChunk / 32 terms per lane) would be off by up to ~kChunk /
-// 32 * 2^-24 of sum |d| and of sum d^2, and that error goes into the mean and into rstd, so into
-// every output (as a bias even, when the d_i are multiples of a coarse ulp, as in rows offset by
-// 1e4: round-to-nearest then drops the same low bits of the squares every time). Chunks merge
-// in double. Invariant: x is read once (twice only for trending chunks, which are then in cache).
+// size of the deviation. Float sums over one chunk of at most kChunk elements (kChunk / 32
+// terms per accumulator lane) have relative error <= ~kChunk / 32 * 2^-24 ~ 2e-6 of sum |d|,
+// sum d^2 (so m2 to ~4e-6); chunks merge in double. Invariant: x is read once (twice only for
+// trending chunks, which are then in cache).
 Moments chunk_moments_f32(const float* x, std::int64_t n, bool subtract_mean) {
   const std::int64_t q = n >= kQuarters ? n / 4 : 0;  // elements per quarter; 4q..n-1 are the rest
-  const double nd = static_cast<double>(n);
-  float centre = 0.0f;
-  double sum_d = 0.0, sum_d2 = 0.0;
+  float centre = 0.0f, sum_d = 0.0f, sum_d2 = 0.0f;
   if (subtract_mean) {
     const std::int64_t m = std::min<std::int64_t>(n, 16);
     for (std::int64_t i = 0; i < m; ++i) centre += x[i];
     centre /= static_cast<float>(m);
   }
   centred_sums(x, n, q, centre, sum_d, sum_d2);
-  if (subtract_mean && 2.0 * sum_d * sum_d > nd * sum_d2) {  // centre more than one std off
-    centre = static_cast<float>(static_cast<double>(centre) + sum_d / nd);
+  if (subtract_mean && 2.0f * sum_d * sum_d > static_cast<float>(n) * sum_d2) {  // centre more than one std off
+    centre += sum_d / static_cast<float>(n);
     centred_sums(x, n, q, centre, sum_d, sum_d2);
   }
-  // Deviations near the ends of float's range (sum of squares beyond 1e30, or below 1e-30 per
-  // element: the 1e30 / 1e-30 tests), where the float d_i would overflow or lose digits to
-  // subnormals, are summed in double instead.
-  if (!(sum_d2 <= 1e30 && sum_d2 >= nd * 1e-30)) return chunk_moments(x, n, subtract_mean);
-  if (!subtract_mean) return {nd, 0.0, sum_d2};  // RMSNorm: m2 = sum x^2
-  return {nd, static_cast<double>(centre) + sum_d / nd, std::max(sum_d2 - sum_d * sum_d / nd, 0.0)};
+  // Squares of deviations beyond ~1e19 overflow float, below ~1e-19 they underflow: such
+  // chunks (the 1e30 / 1e-30 tests) are summed in double instead.
+  if (!(sum_d2 <= 1e30f && sum_d2 >= static_cast<float>(n) * 1e-30f)) return chunk_moments(x, n, subtract_mean);
+  const double nd = static_cast<double>(n);
+  if (!subtract_mean) return {nd, 0.0, static_cast<double>(sum_d2)};  // RMSNorm: m2 = sum x^2
+  const double sd = static_cast<double>(sum_d);
+  return {nd, static_cast<double>(centre) + sd / nd, std::max(static_cast<double>(sum_d2) - sd * sd / nd, 0.0)};
 }
 
 // Asks for the first 4 KB of p (no effect on results). The hardware prefetcher starts afresh at
