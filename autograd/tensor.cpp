@@ -306,24 +306,6 @@ void check_inplace(const Tensor& t, const char* op) {
 }
 }  // namespace
 
-Tensor& Tensor::fill_(double v) {
-  check_inplace(*this, "fill_");
-  dispatch_all(dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* p = data<T>();
-    if (is_contiguous()) {
-      std::fill(p, p + numel(), static_cast<T>(v));
-    } else {
-      Strides st = strides();
-      detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
-        const std::int64_t s = dim() ? st.back() : 1;
-        for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = static_cast<T>(v);
-      });
-    }
-  });
-  return *this;
-}
-
 // Where a write may land, as PyTorch decides it (ATen's MemOverlap):
 //  * internal overlap: two elements of the destination share one memory location (an
 //    expanded view, stride 0 on a dim of size > 1). Writing through it is ambiguous: refused.
@@ -414,6 +396,27 @@ void check_broadcasts_to(const Tensor& src, const Tensor& dst, const char* op) {
                      dst.shape());
 }
 }  // namespace
+
+// Every element of the view set to v (refused when two elements share memory: an expanded view).
+Tensor& Tensor::fill_(double v) {
+  check_inplace(*this, "fill_");
+  check_no_internal_overlap(*this, "fill_");
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T value = value_as<T>(v, "fill_");
+    T* p = data<T>();
+    if (is_contiguous()) {
+      std::fill(p, p + numel(), value);
+    } else {
+      Strides st = strides();
+      detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
+        const std::int64_t s = dim() ? st.back() : 1;
+        for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = value;
+      });
+    }
+  });
+  return *this;
+}
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
@@ -519,7 +522,7 @@ Tensor filled(const Shape& s, double value, DType d, const char* op) {
   Tensor t = allocate(s, d, op);
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
-    std::fill(t.data<T>(), t.data<T>() + t.numel(), static_cast<T>(value));
+    std::fill(t.data<T>(), t.data<T>() + t.numel(), value_as<T>(value, op));
   });
   return t;
 }
@@ -564,7 +567,7 @@ Tensor from_values(const std::vector<V>& values, const Shape& s, DType d) {
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
-    for (std::size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+    for (std::size_t i = 0; i < values.size(); ++i) p[i] = value_as<T>(static_cast<double>(values[i]), "from_vector");
   });
   return t;
 }

@@ -64,7 +64,7 @@ class Ctx {
   }
   std::int64_t pos() {  // a positive argument as a layer size usually is (still sometimes 0 or huge)
     const std::int64_t v = i();
-    return v < 0 ? -v : v;
+    return v == kI64Min ? kI64Max : v < 0 ? -v : v;
   }
   double real() {
     static constexpr double vals[] = {0.0, 1.0, -1.0, 0.5, 2.0, 1e-12, 1e-5, 0.1, -0.3, 3.0, 1e30,
