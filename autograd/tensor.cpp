@@ -289,6 +289,17 @@ Tensor cast(const Tensor& a, DType d) {
     using A = decltype(ta);
     dispatch_all(d, [&](auto tb) {
       using B = decltype(tb);
+      if constexpr (std::is_floating_point_v<A> && std::is_integral_v<B>) {
+        // float -> int64 truncates towards 0; NaN, inf and values beyond 2^63 have no int64 value
+        // (the C++ cast is undefined behaviour): refused, naming the first such element
+        const Tensor ac = a.detach().contiguous();
+        const A* p = ac.data<A>();
+        for (std::int64_t i = 0; i < ac.numel(); ++i)
+          if (!(p[i] >= A(-0x1p63) && p[i] < A(0x1p63))) [[unlikely]]
+            fail<ValueError>("to: element {} of shape {} is {}, which has no {} value (NaN, infinite or beyond 2^63); "
+                             "replace such values first (e.g. with where or clamp)",
+                             i, a.shape(), p[i], d);
+      }
       detail::unary_map<A>(a, out.data<B>(), [](A v) { return static_cast<B>(v); });
     });
   });

@@ -10,6 +10,7 @@
 
 #include "autograd/ops.h"
 #include "io/text.h"
+#include "layers/attention.h"
 #include "layers/recurrent.h"
 
 using namespace ng;
@@ -81,4 +82,86 @@ TEST_CASE("fill_: an expanded view (elements sharing memory) is refused, as for 
   Tensor base = zeros({2, 3});
   slice(base, 1, 0, 3, 2).fill_(5.0);  // a strided view is fine
   CHECK(base.to_vector() == std::vector<double>{5, 0, 5, 5, 0, 5});
+}
+
+TEST_CASE("MultiheadAttention: an embed_dim whose packed projection (3 E rows) overflows int64 is a ShapeError") {
+  // 3 * embed_dim overflowed computing in_proj_weight's shape (undefined behaviour)
+  CHECK_THROWS_WITH_AS(nn::MultiheadAttention(nn::MultiheadAttentionOptions(std::int64_t{1} << 62, 1)),
+                       Contains("MultiheadAttention: embed_dim 4611686018427387904 is too large"), ShapeError);
+  CHECK_THROWS_AS(nn::MultiheadAttention(nn::MultiheadAttentionOptions(std::int64_t{1} << 40, 1)), OutOfMemoryError);
+  CHECK(nn::MultiheadAttention(nn::MultiheadAttentionOptions(6, 2)).in_proj_weight.shape() == Shape{18, 6});
+}
+
+TEST_CASE("var / std: a correction near INT64_MIN or INT64_MAX (n - correction overflowed int64)") {
+  const Tensor x = tensor({1.0, 2.0, 4.0}, {3}, DType::f64);
+  // correction INT64_MIN: n - correction = 2^63 + 3, so var = sum(d^2) / 2^63 (tiny, positive)
+  const double sum_d2 = 14.0 / 3.0;  // mean 7/3: (4/3)^2 + (1/3)^2 + (5/3)^2
+  CHECK(var(x, {}, std::numeric_limits<std::int64_t>::min()).item() == doctest::Approx(sum_d2 / 0x1p63));
+  CHECK(std::isinf(var(x, {}, kI64Max).item()));  // n - correction <= 0: inf, as torch.var
+  CHECK(var(x, {}, -1).item() == doctest::Approx(sum_d2 / 4));
+  CHECK(ng::std(x, {}, 1).item() == doctest::Approx(std::sqrt(sum_d2 / 2)));
+}
+
+TEST_CASE("batch_norm: an input with zero channels gives an empty output (was a division by zero)") {
+  // (N, 0, L) in training: the column-moments kernel divided its block size by W = 0
+  for (DType d : {DType::f32, DType::f64}) {
+    const Tensor x = zeros({4, 0, 3}, d).requires_grad_();
+    const Tensor y = batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5);
+    CHECK(y.shape() == Shape{4, 0, 3});
+    sum(y).backward();
+    CHECK(x.grad().shape() == Shape{4, 0, 3});
+  }
+}
+
+TEST_CASE("max_pool2d / avg_pool2d: a huge padding is the padding ValueError (2 * padding overflowed int64)") {
+  const Tensor x = zeros({1, 1, 4, 4});
+  CHECK_THROWS_WITH_AS(avg_pool2d(x, {3, 3}, std::nullopt, {kI64Max, 0}),
+                       Contains("padding must be between 0 and half the kernel size: kernel (3, 3) vs padding "
+                                "(9223372036854775807, 0)"),
+                       ValueError);
+  CHECK_THROWS_AS(max_pool2d(x, {3, 3}, std::nullopt, {0, kI64Max}), ValueError);
+  CHECK_THROWS_AS(avg_pool2d(x, {3, 3}, std::nullopt, {2, 0}), ValueError);  // 2 * 2 > 3
+  CHECK(avg_pool2d(x, {3, 3}, std::nullopt, {1, 1}).shape() == Shape{1, 1, 2, 2});  // 2 * 1 <= 3
+}
+
+TEST_CASE("pad: replicate by a huge width on an empty batch is refused before sizing the index list") {
+  // the output [0, 3 + 2^62] has no elements, but the index list had 2^62 (std::length_error)
+  CHECK_THROWS_WITH_AS(pad(zeros({0, 3}), {std::int64_t{1} << 62, 0}, PadMode::replicate),
+                       Contains("pad: shape [4611686018427387907] needs"), OutOfMemoryError);
+  const Tensor y = pad(tensor({1, 2, 3}, {1, 3}), {2, 1}, PadMode::replicate);
+  CHECK(y.to_vector() == std::vector<double>{1, 1, 1, 2, 3, 3});
+  CHECK(pad(zeros({0, 3}), {1, 1}, PadMode::replicate).shape() == Shape{0, 5});
+}
+
+TEST_CASE("to(int64): NaN, inf and values beyond 2^63 are a ValueError naming the element (was undefined behaviour)") {
+  const Tensor x = tensor({1.5, -2.5, kInf}, {3});
+  CHECK_THROWS_WITH_AS(x.to(DType::i64), Contains("to: element 2 of shape [3] is inf, which has no int64 value"),
+                       ValueError);
+  CHECK_THROWS_AS(tensor({kNaN}, {1}, DType::f64).to(DType::i64), ValueError);
+  CHECK_THROWS_AS(tensor({1e30}, {1}).to(DType::i64), ValueError);
+  CHECK(slice(x, 0, 0, 2).to(DType::i64).to_vector() == std::vector<double>{1, -2});  // truncation towards 0
+}
+
+TEST_CASE("softmax / log_softmax: an empty tensor with a huge dim returns at once (was 2^40 empty rows)") {
+  const Tensor x = zeros({1, 1}).expand({std::int64_t{1} << 40, 1});  // a view: no memory
+  const Tensor e = slice(x, 1, 0, 0);                                  // [2^40, 0]: no elements
+  CHECK(softmax(e, 1).shape() == Shape{std::int64_t{1} << 40, 0});
+  CHECK(log_softmax(e, 1).numel() == 0);
+  CHECK(softmax(tensor({0.0, 0.0}, {2}), 0).to_vector() == std::vector<double>{0.5, 0.5});
+}
+
+TEST_CASE("pad (constant): a crop on one side and growth on the other give size n + before + after, as PyTorch") {
+  // was: the crop stopped at the input's edge, so [0, 0, 0] by (7, -1) on dim 1 had 7 rows, not 6
+  CHECK(pad(zeros({0, 0, 0}), {7, 4, 7, -1, 6, 4}).shape() == Shape{10, 6, 11});
+  // n = 2 by (3, -3): out[o] = in[o - 3] for o = 0, 1: both outside: two fill values
+  CHECK(pad(tensor({1, 2}, {2}), {3, -3}, PadMode::constant, 9.0).to_vector() == std::vector<double>{9, 9});
+  CHECK(pad(tensor({1, 2, 3}, {3}), {-4, 3}, PadMode::constant, 9.0).to_vector() == std::vector<double>{9, 9});
+  CHECK(pad(tensor({1, 2, 3}, {3}), {-1, 2}, PadMode::constant, 9.0).to_vector() == std::vector<double>{2, 3, 9, 9});
+  CHECK(pad(tensor({1, 2, 3}, {3}), {2, -2}, PadMode::constant, 9.0).to_vector() == std::vector<double>{9, 9, 1});
+  // widths near INT64_MIN / INT64_MAX whose sum fits: the crop is clamped before negating
+  const std::int64_t lo = std::numeric_limits<std::int64_t>::min();
+  // 2 + (-2^63) + (2^63 - 1) = 1 row: out[0] = in[0 + 2^63], outside: the fill value
+  CHECK(pad(tensor({1, 2}, {2}), {lo, kI64Max}).to_vector() == std::vector<double>{0});
+  CHECK_THROWS_WITH_AS(pad(tensor({1, 2}, {1, 2}), {lo, kI64Max}, PadMode::replicate),
+                       Contains("pad: mode 'replicate' crops at most the whole dim"), ValueError);
 }

@@ -82,6 +82,7 @@ template <class T>
 void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   assert(uses_columns(sp));
   const std::int64_t S = sp.num_stats(), W = S * sp.E;
+  if (W == 0) return;  // no channels (a (N, 0, ...) input): no statistics, and no rows per block
   const int threads = column_threads(sp);
   const auto size = static_cast<std::size_t>(W);
   std::vector<double> part_mean(threads * size, 0.0), part_m2(threads * size, 0.0), part_n(static_cast<std::size_t>(threads), 0.0);

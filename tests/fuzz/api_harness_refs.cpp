@@ -6,6 +6,8 @@
 // (copy_, add_, mul_, fill_) through views against the out-of-place ops; the text helpers.
 // Each reference is written from the documented formula, not from the library's code.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -88,6 +90,9 @@ void pad_op(Ctx& c) {
   const auto mode = static_cast<PadMode>(c.byte() % 4);
   const std::optional<double> value = c.flag() ? std::optional(c.real()) : std::nullopt;
   const Tensor a = c.x();
+  if (std::getenv("NG_FUZZ_TRACE"))
+    std::fprintf(stderr, "api_fuzz:   pad %s by [%s] (%s)\n", fmt::format("{}", a.shape()).c_str(),
+                 fmt::format("{}", fmt::join(w, ", ")).c_str(), to_string(mode));
   const Tensor r = pad(a, w, mode, value);
   if (r.numel() <= 16 * kMaxNumel) {
     NoGradGuard no_grad;
@@ -139,12 +144,14 @@ Qkv decode_qkv(Ctx& c) {
   return a;
 }
 
-// P = softmax(scale Q K^T + M) along the keys, with M: the float mask, or -inf where the int64
+// P = softmax((scale Q) K^T + M) along the keys, with M: the float mask, or -inf where the int64
 // mask is 0 or (causal) where key j > query i; a row with no key left is 0 (the documented rule).
 Tensor attention_weights_reference(const Qkv& a) {
   const std::int64_t E = a.q.size(-1), L = a.q.size(-2), S = a.k.size(-2);
   const double scale = a.scale.value_or(1.0 / std::sqrt(static_cast<double>(E)));
-  Tensor scores = mul(matmul(a.q, transpose(a.k, -2, -1)), scale);
+  // (scale Q) K^T: with E = 0 the default scale is inf and Q K^T is 0; scaling the empty Q first
+  // gives scores 0 (uniform weights), as PyTorch, instead of inf * 0 = NaN
+  Tensor scores = matmul(mul(a.q, scale), transpose(a.k, -2, -1));
   if (a.mask_kind == 1) {
     std::vector<double> m = a.mask.to_vector();
     for (double& x : m) x = x != 0 ? 0.0 : -kInf;
