@@ -108,6 +108,9 @@ TEST_CASE("batch_norm: an input with zero channels gives an empty output (was a 
     const Tensor x = zeros({4, 0, 3}, d).requires_grad_();
     const Tensor y = batch_norm(x, Tensor(), Tensor(), Tensor(), Tensor(), true, 0.1, 1e-5);
     CHECK(y.shape() == Shape{4, 0, 3});
+    // with running statistics of zero channels: their update divided by C = 0
+    const Tensor rm = zeros({0}, d), rv = ones({0}, d);
+    CHECK(batch_norm(x, rm, rv, Tensor(), Tensor(), true, 0.1, 1e-5).shape() == Shape{4, 0, 3});
     sum(y).backward();
     CHECK(x.grad().shape() == Shape{4, 0, 3});
   }
@@ -164,4 +167,35 @@ TEST_CASE("pad (constant): a crop on one side and growth on the other give size 
   CHECK(pad(tensor({1, 2}, {2}), {lo, kI64Max}).to_vector() == std::vector<double>{0});
   CHECK_THROWS_WITH_AS(pad(tensor({1, 2}, {1, 2}), {lo, kI64Max}, PadMode::replicate),
                        Contains("pad: mode 'replicate' crops at most the whole dim"), ValueError);
+}
+
+TEST_CASE("split / chunk: a number of pieces beyond the allocation limit is an OutOfMemoryError (was 16 GB of headers)") {
+  const std::uint64_t limit = allocation_limit();
+  set_allocation_limit(std::uint64_t{16} << 20);
+  const Tensor empty_dim = zeros({0, 2});
+  CHECK_THROWS_WITH_AS(chunk(empty_dim, std::int64_t{1} << 31, 0), Contains("chunk: 2147483648 pieces"), OutOfMemoryError);
+  const Tensor rows = zeros({1, 1}).expand({std::int64_t{1} << 40, 1});  // 2^40 rows, one element of memory
+  CHECK_THROWS_WITH_AS(split(rows, 1, 0), Contains("split: 1099511627776 pieces"), OutOfMemoryError);
+  CHECK(chunk(empty_dim, 3, 0).size() == 3);
+  CHECK(split(rows, std::int64_t{1} << 39, 0).size() == 2);
+  set_allocation_limit(limit);
+}
+
+TEST_CASE("batch_norm (eval, float32): backward without parameter gradients (was an offset on a null buffer)") {
+  // float32 rows kernel, no weight/bias: the per-group gradient buffers are empty, and their
+  // data() (null) was offset by g * K (undefined behaviour under UBSan)
+  const Tensor x = tensor({1, 2, 3, 4, 5, 6}, {2, 3}).requires_grad_();
+  const Tensor m = zeros({3}), v = ones({3});
+  const Tensor y = batch_norm(x, m, v, Tensor(), Tensor(), false, 0.1, 0.0 + 1e-5);
+  sum(mul(y, y)).backward();
+  // y = x / sqrt(1 + eps): dy^2/dx = 2 x / (1 + eps)
+  const std::vector<double> g = x.grad().to_vector();
+  for (std::size_t k = 0; k < g.size(); ++k) CHECK(g[k] == doctest::Approx(2.0 * static_cast<double>(k + 1) / (1 + 1e-5)));
+}
+
+TEST_CASE("instance_norm / layer_norm: an empty batch with a huge normalized extent (block size overflowed int64)") {
+  // [0, 2, 2^62] as a view: no elements, but count x sizeof(T) = 2^64 computing the block size
+  const Tensor x = slice(zeros({1, 2, 1}).expand({1, 2, std::int64_t{1} << 62}), 0, 0, 0);
+  CHECK(instance_norm(x).shape() == Shape{0, 2, std::int64_t{1} << 62});
+  CHECK(layer_norm(x, Shape{std::int64_t{1} << 62}).numel() == 0);
 }

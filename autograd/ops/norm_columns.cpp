@@ -96,7 +96,9 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   {
     std::int64_t a0 = 0, a1 = 0;
     const int t = thread_rows(sp.A, a0, a1);
-    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / (W * static_cast<std::int64_t>(sizeof(T))));
+    // (bytes / sizeof(T)) / W: the same quotient, without the product W sizeof(T) (it overflows
+    // for an empty batch with a huge extent)
+    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / static_cast<std::int64_t>(sizeof(T)) / W);
     std::vector<double> block_mean(size), block_m2(size);
     double* thread_mean = part_mean.data() + t * size;
     double* thread_m2 = part_m2.data() + t * size;

@@ -163,7 +163,7 @@ class Ctx {
   Tensor index(const Shape& s, std::int64_t n) {
     if (!shape_fits(s) || s.numel() > kMaxNumel) throw Skip{};
     const std::uint8_t b = byte();
-    return randint(s, b & 1 ? -1 : 0, std::max<std::int64_t>(n, 0) + (b & 2 ? 1 : 0) + 1, &gen_);
+    return randint(s, b & 1 ? -1 : 0, std::clamp<std::int64_t>(n, 0, kI64Max - 2) + (b & 2 ? 1 : 0) + 1, &gen_);
   }
 
   Generator& gen() { return gen_; }
