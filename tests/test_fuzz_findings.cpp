@@ -199,3 +199,24 @@ TEST_CASE("instance_norm / layer_norm: an empty batch with a huge normalized ext
   CHECK(instance_norm(x).shape() == Shape{0, 2, std::int64_t{1} << 62});
   CHECK(layer_norm(x, Shape{std::int64_t{1} << 62}).numel() == 0);
 }
+
+TEST_CASE("scaled_dot_product_attention: empty inputs with a huge batch finish at once") {
+  // q, k, v [2^20, 0, 3]: no work; the kernel walked 2^20 empty batch products (2^40 timed out)
+  const std::int64_t B = std::int64_t{1} << 20;
+  const Tensor q = zeros({1, 0, 3}).expand({B, 0, 3});
+  const Tensor o = scaled_dot_product_attention(q, q, q);
+  CHECK(o.shape() == Shape{B, 0, 3});
+  // S = 0 with queries: each output row is an empty sum, 0
+  const Tensor q1 = zeros({2, 1, 3}), k0 = zeros({2, 0, 3});
+  CHECK(scaled_dot_product_attention(q1, k0, k0).to_vector() == std::vector<double>(6, 0.0));
+}
+
+TEST_CASE("cross_entropy: probability targets with zero classes have loss 0 per sample, mean 0 (was 0/0 = NaN)") {
+  // (N, C, d) = (1, 0, 5): five samples, each an empty sum over classes; mean divided by numel / C = 0
+  const Tensor x = zeros({1, 0, 5}, DType::f64), t = zeros({1, 0, 5}, DType::f64);
+  CHECK(cross_entropy(x, t).item() == 0.0);
+  CHECK(cross_entropy(x, t, Reduction::none).shape() == Shape{1, 5});
+  // C > 0 unchanged: uniform logits, one-hot targets: log 3 per sample
+  const Tensor t3 = tensor({1, 0, 0, 0, 1, 0}, {2, 3}, DType::f64);
+  CHECK(cross_entropy(zeros({2, 3}, DType::f64), t3).item() == doctest::Approx(std::log(3.0)));
+}

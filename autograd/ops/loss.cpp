@@ -242,9 +242,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptio
     Tensor prod = mul(log_softmax(logits, cax), t);
     if (w.defined()) prod = mul(prod, weight_along_classes(w, cax, logits.dim()));
     Tensor loss = neg(sum(prod, {cax}));
-    // mean: over the N * d1 * ... samples (numel / C), whatever the weights
-    return reduce_weighted(loss, o.reduction,
-                           full({}, static_cast<double>(logits.numel() / std::max<std::int64_t>(C, 1)), logits.dtype()));
+    // mean: over the N * d1 * ... samples (the per-sample losses, also when C = 0, where
+    // numel / C could not count them), whatever the weights
+    return reduce_weighted(loss, o.reduction, full({}, static_cast<double>(loss.numel()), logits.dtype()));
   }
   const int cax = check_class_targets(logits, target, o.ignore_index, op);
   const Tensor w = check_weight(o.weight, logits, cax, op);

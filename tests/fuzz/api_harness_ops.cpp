@@ -109,7 +109,9 @@ const Op kOps[] = {
     // ---- modes
     {"grad_mode", [](Ctx& c) { set_grad_enabled(c.flag()); }},
     {"anomaly_mode", [](Ctx& c) { set_detect_anomaly(c.flag()); }},
-    {"backward", [](Ctx& c) { const Tensor a = c.x(); if (a.requires_grad() && a.numel() == 1) { const bool retain = c.flag(); a.backward({}, retain, c.flag()); } else if (a.requires_grad()) { const bool retain = c.flag(); a.backward(ones_like(a), retain, c.flag()); } }},
+    // create_graph = false: backward(create_graph) stores in .grad a gradient whose graph holds the
+    // leaf itself, a reference cycle (as in PyTorch, which warns about it) that leak detection reports
+    {"backward", [](Ctx& c) { const Tensor a = c.x(); if (a.requires_grad() && a.numel() == 1) { const bool retain = c.flag(); a.backward({}, retain, false); } else if (a.requires_grad()) { const bool retain = c.flag(); a.backward(ones_like(a), retain, false); } }},
 };
 
 }  // namespace

@@ -267,6 +267,11 @@ void loss_op(Ctx& c, bool nll) {
     if (ts.ndim() > 0) ts.erase(x.dim() == 1 ? 0 : 1);
     t = c.flag() ? c.x() : c.index(ts, C);
   }
+  if (std::getenv("NG_FUZZ_TRACE"))
+    std::fprintf(stderr, "api_fuzz:   input %s target %s %s ignore %lld smoothing %g weight %s reduction %d\n",
+                 fmt::format("{}", x.shape()).c_str(), fmt::format("{}", t.shape()).c_str(),
+                 fmt::format("{}", t.dtype()).c_str(), static_cast<long long>(o.ignore_index), o.label_smoothing,
+                 o.weight.defined() ? fmt::format("{}", o.weight.shape()).c_str() : "none", static_cast<int>(o.reduction));
   const Tensor r = nll ? nll_loss(x, t, o) : cross_entropy(x, t, o);
   const bool ok = tame(x) && tame(t) && (!o.weight.defined() || tame(o.weight));
   if (ok) {
