@@ -15,7 +15,7 @@
 #
 # Targets: idx, safetensors and text (the file readers: tests/fuzz/{idx,safetensors,text}_fuzz.cpp) and
 # api (tests/fuzz/api_fuzz.cpp: sequences of calls over every public op and layer, checked by
-# tests/fuzz/api_harness.cpp).
+# tests/fuzz/api_harness*.cpp).
 #
 # Developer tools, not needed by CI or to build normgrad (so not in scripts/deps.sh):
 #   apt-get install --no-install-recommends clang-14 libclang-rt-14-dev libomp-14-dev
