@@ -60,7 +60,8 @@ TEST_CASE("LSTM / GRU / cells: a hidden_size whose gate rows overflow int64 is a
   CHECK(nn::LSTM(3, 5).parameters().size() == 4);
 }
 
-TEST_CASE("full / fill_ / from_vector: NaN, inf and out-of-range values have no int64 value (was undefined behaviour)") {
+TEST_CASE(
+    "full / fill_ / from_vector: NaN, inf and out-of-range values have no int64 value (was undefined behaviour)") {
   for (double v : {kNaN, kInf, -kInf, 1e30, 0x1p63})
     CHECK_THROWS_WITH_AS(full({2}, v, DType::i64), Contains("full: the value"), ValueError);
   CHECK_THROWS_WITH_AS(full({2}, kNaN, DType::i64), Contains("has no int64 value"), ValueError);
@@ -123,7 +124,7 @@ TEST_CASE("max_pool2d / avg_pool2d: a huge padding is the padding ValueError (2 
                                 "(9223372036854775807, 0)"),
                        ValueError);
   CHECK_THROWS_AS(max_pool2d(x, {3, 3}, std::nullopt, {0, kI64Max}), ValueError);
-  CHECK_THROWS_AS(avg_pool2d(x, {3, 3}, std::nullopt, {2, 0}), ValueError);  // 2 * 2 > 3
+  CHECK_THROWS_AS(avg_pool2d(x, {3, 3}, std::nullopt, {2, 0}), ValueError);         // 2 * 2 > 3
   CHECK(avg_pool2d(x, {3, 3}, std::nullopt, {1, 1}).shape() == Shape{1, 1, 2, 2});  // 2 * 1 <= 3
 }
 
@@ -147,7 +148,7 @@ TEST_CASE("to(int64): NaN, inf and values beyond 2^63 are a ValueError naming th
 
 TEST_CASE("softmax / log_softmax: an empty tensor with a huge dim returns at once (was 2^40 empty rows)") {
   const Tensor x = zeros({1, 1}).expand({std::int64_t{1} << 40, 1});  // a view: no memory
-  const Tensor e = slice(x, 1, 0, 0);                                  // [2^40, 0]: no elements
+  const Tensor e = slice(x, 1, 0, 0);                                 // [2^40, 0]: no elements
   CHECK(softmax(e, 1).shape() == Shape{std::int64_t{1} << 40, 0});
   CHECK(log_softmax(e, 1).numel() == 0);
   CHECK(softmax(tensor({0.0, 0.0}, {2}), 0).to_vector() == std::vector<double>{0.5, 0.5});
@@ -169,11 +170,13 @@ TEST_CASE("pad (constant): a crop on one side and growth on the other give size 
                        Contains("pad: mode 'replicate' crops at most the whole dim"), ValueError);
 }
 
-TEST_CASE("split / chunk: a number of pieces beyond the allocation limit is an OutOfMemoryError (was 16 GB of headers)") {
+TEST_CASE(
+    "split / chunk: a number of pieces beyond the allocation limit is an OutOfMemoryError (was 16 GB of headers)") {
   const std::uint64_t limit = allocation_limit();
   set_allocation_limit(std::uint64_t{16} << 20);
   const Tensor empty_dim = zeros({0, 2});
-  CHECK_THROWS_WITH_AS(chunk(empty_dim, std::int64_t{1} << 31, 0), Contains("chunk: 2147483648 pieces"), OutOfMemoryError);
+  CHECK_THROWS_WITH_AS(chunk(empty_dim, std::int64_t{1} << 31, 0), Contains("chunk: 2147483648 pieces"),
+                       OutOfMemoryError);
   const Tensor rows = zeros({1, 1}).expand({std::int64_t{1} << 40, 1});  // 2^40 rows, one element of memory
   CHECK_THROWS_WITH_AS(split(rows, 1, 0), Contains("split: 1099511627776 pieces"), OutOfMemoryError);
   CHECK(chunk(empty_dim, 3, 0).size() == 3);
@@ -190,7 +193,8 @@ TEST_CASE("batch_norm (eval, float32): backward without parameter gradients (was
   sum(mul(y, y)).backward();
   // y = x / sqrt(1 + eps): dy^2/dx = 2 x / (1 + eps)
   const std::vector<double> g = x.grad().to_vector();
-  for (std::size_t k = 0; k < g.size(); ++k) CHECK(g[k] == doctest::Approx(2.0 * static_cast<double>(k + 1) / (1 + 1e-5)));
+  for (std::size_t k = 0; k < g.size(); ++k)
+    CHECK(g[k] == doctest::Approx(2.0 * static_cast<double>(k + 1) / (1 + 1e-5)));
 }
 
 TEST_CASE("instance_norm / layer_norm: an empty batch with a huge normalized extent (block size overflowed int64)") {

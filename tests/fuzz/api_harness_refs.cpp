@@ -5,11 +5,11 @@
 // smoothing and probability targets against a loop over the samples; the in-place updates
 // (copy_, add_, mul_, fill_) through views against the out-of-place ops; the text helpers.
 // Each reference is written from the documented formula, not from the library's code.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-
-#include <fmt/format.h>
 
 #include "io/text.h"
 #include "tests/fuzz/api_harness_internal.h"
@@ -170,7 +170,8 @@ Tensor attention_weights_reference(const Qkv& a) {
   for (std::size_t row = 0; S > 0 && row < p.size(); row += static_cast<std::size_t>(S)) {
     bool masked = true;
     for (std::size_t j = row; j < row + static_cast<std::size_t>(S); ++j) masked = masked && sv[j] == -kInf;
-    if (masked) std::fill(p.begin() + static_cast<std::ptrdiff_t>(row), p.begin() + static_cast<std::ptrdiff_t>(row) + S, 0.0);
+    if (masked)
+      std::fill(p.begin() + static_cast<std::ptrdiff_t>(row), p.begin() + static_cast<std::ptrdiff_t>(row) + S, 0.0);
   }
   return from_vector(p, scores.shape(), scores.dtype());
 }
@@ -193,8 +194,7 @@ void attention_op(Ctx& c) {
   const double p = c.byte() % 4 == 0 ? c.real() : 0.0;  // dropout: NaN, negative, 1, ... must be refused
   const Tensor r = scaled_dot_product_attention(a.q, a.k, a.v, a.mask, p, a.is_causal, a.scale, &c.gen());
   if (p != 0.0) return finish(c, "scaled_dot_product_attention", r, {a.q, a.k, a.v});
-  attention_check(c, "scaled_dot_product_attention", r, a,
-                  [&] { return matmul(attention_weights_reference(a), a.v); });
+  attention_check(c, "scaled_dot_product_attention", r, a, [&] { return matmul(attention_weights_reference(a), a.v); });
 }
 
 void attention_weights_op(Ctx& c) {
@@ -216,7 +216,8 @@ Tensor loss_reference(const Tensor& x, const Tensor& target, const LossOptions& 
   std::int64_t inner = 1;
   for (int d = cax + 1; d < x.dim(); ++d) inner *= x.size(d);
   const std::vector<double> xv = x.to_vector(), tv = target.to_vector();
-  const std::vector<double> wv = o.weight.defined() ? o.weight.to_vector() : std::vector<double>(static_cast<std::size_t>(C), 1.0);
+  const std::vector<double> wv =
+      o.weight.defined() ? o.weight.to_vector() : std::vector<double>(static_cast<std::size_t>(C), 1.0);
   const double eps = o.label_smoothing;
   std::vector<double> loss(static_cast<std::size_t>(N * inner));
   double total = 0, denominator = 0;
@@ -229,14 +230,16 @@ Tensor loss_reference(const Tensor& x, const Tensor& target, const LossOptions& 
       auto lp = [&](std::int64_t k) { return log_probs_given ? xv[at(k)] : xv[at(k)] - m - std::log(s); };
       double l = 0;
       if (probs) {
-        for (std::int64_t k = 0; k < C; ++k) l -= wv[static_cast<std::size_t>(k)] * ((1 - eps) * tv[at(k)] + eps / static_cast<double>(C)) * lp(k);
+        for (std::int64_t k = 0; k < C; ++k)
+          l -= wv[static_cast<std::size_t>(k)] * ((1 - eps) * tv[at(k)] + eps / static_cast<double>(C)) * lp(k);
         denominator += 1;
       } else {
         const auto y = static_cast<std::int64_t>(tv[static_cast<std::size_t>(n * inner + j)]);
         if (y != o.ignore_index) {
           l = -(1 - eps) * wv[static_cast<std::size_t>(y)] * lp(y);
           if (eps > 0)
-            for (std::int64_t k = 0; k < C; ++k) l -= eps / static_cast<double>(C) * wv[static_cast<std::size_t>(k)] * lp(k);
+            for (std::int64_t k = 0; k < C; ++k)
+              l -= eps / static_cast<double>(C) * wv[static_cast<std::size_t>(k)] * lp(k);
           denominator += wv[static_cast<std::size_t>(y)];
         }
       }
@@ -271,14 +274,15 @@ void loss_op(Ctx& c, bool nll) {
     std::fprintf(stderr, "api_fuzz:   input %s target %s %s ignore %lld smoothing %g weight %s reduction %d\n",
                  fmt::format("{}", x.shape()).c_str(), fmt::format("{}", t.shape()).c_str(),
                  fmt::format("{}", t.dtype()).c_str(), static_cast<long long>(o.ignore_index), o.label_smoothing,
-                 o.weight.defined() ? fmt::format("{}", o.weight.shape()).c_str() : "none", static_cast<int>(o.reduction));
+                 o.weight.defined() ? fmt::format("{}", o.weight.shape()).c_str() : "none",
+                 static_cast<int>(o.reduction));
   const Tensor r = nll ? nll_loss(x, t, o) : cross_entropy(x, t, o);
   const bool ok = tame(x) && tame(t) && (!o.weight.defined() || tame(o.weight));
   if (ok) {
     NoGradGuard no_grad;
     const double tol = x.dtype() == DType::f64 ? 1e-8 : 2e-3;
-    check_agree(r.detach(), loss_reference(x.detach(), t.detach(), o, nll), tol, tol, nll ? "nll_loss" : "cross_entropy",
-                "a loop over the samples");
+    check_agree(r.detach(), loss_reference(x.detach(), t.detach(), o, nll), tol, tol,
+                nll ? "nll_loss" : "cross_entropy", "a loop over the samples");
   }
   finish(c, nll ? "nll_loss" : "cross_entropy", r, {x, t});
 }
@@ -289,11 +293,16 @@ void loss_op(Ctx& c, bool nll) {
 // through one that repeats an element is refused).
 Tensor view_of(Ctx& c, const Tensor& base) {
   switch (c.byte() % 5) {
-    case 1: return transpose(base, 0, -1);
-    case 2: return slice(base, c.i(), c.i(), c.i(), c.i());
-    case 3: return select(base, c.i(), c.i());
-    case 4: return expand(base, c.shape());
-    default: return base;
+    case 1:
+      return transpose(base, 0, -1);
+    case 2:
+      return slice(base, c.i(), c.i(), c.i(), c.i());
+    case 3:
+      return select(base, c.i(), c.i());
+    case 4:
+      return expand(base, c.shape());
+    default:
+      return base;
   }
 }
 
@@ -322,29 +331,34 @@ void inplace(Ctx& c, const char* op, const Tensor& other, const std::function<vo
 
 void copy_op(Ctx& c) {
   const Tensor src = c.x();
-  inplace(c, "copy_", src, [](Tensor& v, const Tensor& o) { v.copy_(o); },
-          [](const Tensor& v, const Tensor& o) { return expand(o.to(v.dtype()), v.shape()); });
+  inplace(
+      c, "copy_", src, [](Tensor& v, const Tensor& o) { v.copy_(o); },
+      [](const Tensor& v, const Tensor& o) { return expand(o.to(v.dtype()), v.shape()); });
 }
 void add_op(Ctx& c) {
   const Tensor o = c.x();
   const double alpha = c.real();
-  inplace(c, "add_", o, [alpha](Tensor& v, const Tensor& x) { v.add_(x, alpha); },
-          [alpha](const Tensor& v, const Tensor& x) { return add(v, mul(x, alpha)); });
+  inplace(
+      c, "add_", o, [alpha](Tensor& v, const Tensor& x) { v.add_(x, alpha); },
+      [alpha](const Tensor& v, const Tensor& x) { return add(v, mul(x, alpha)); });
 }
 void mul_op(Ctx& c) {
   const Tensor o = c.x();
-  inplace(c, "mul_", o, [](Tensor& v, const Tensor& x) { v.mul_(x); },
-          [](const Tensor& v, const Tensor& x) { return expand(mul(v, x), v.shape()); });
+  inplace(
+      c, "mul_", o, [](Tensor& v, const Tensor& x) { v.mul_(x); },
+      [](const Tensor& v, const Tensor& x) { return expand(mul(v, x), v.shape()); });
 }
 void mul_scalar_op(Ctx& c) {
   const double s = c.real();
-  inplace(c, "mul_", {}, [s](Tensor& v, const Tensor&) { v.mul_(s); },
-          [s](const Tensor& v, const Tensor&) { return mul(v, s); });
+  inplace(
+      c, "mul_", {}, [s](Tensor& v, const Tensor&) { v.mul_(s); },
+      [s](const Tensor& v, const Tensor&) { return mul(v, s); });
 }
 void fill_op(Ctx& c) {
   const double s = c.real();
-  inplace(c, "fill_", {}, [s](Tensor& v, const Tensor&) { v.fill_(s); },
-          [s](const Tensor& v, const Tensor&) { return full(v.shape(), s, v.dtype()); });
+  inplace(
+      c, "fill_", {}, [s](Tensor& v, const Tensor&) { v.fill_(s); },
+      [s](const Tensor& v, const Tensor&) { return full(v.shape(), s, v.dtype()); });
 }
 
 // ---- text data (io/text.h): windows and splits over decoded ids ---------------------------------
@@ -401,6 +415,8 @@ const Op kRefOps[] = {
 
 }  // namespace
 
-std::span<const Op> new_op_table() { return kRefOps; }
+std::span<const Op> new_op_table() {
+  return kRefOps;
+}
 
 }  // namespace ng::fuzz
