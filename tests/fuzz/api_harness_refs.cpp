@@ -277,7 +277,8 @@ void loss_op(Ctx& c, bool nll) {
                  o.weight.defined() ? fmt::format("{}", o.weight.shape()).c_str() : "none",
                  static_cast<int>(o.reduction));
   const Tensor r = nll ? nll_loss(x, t, o) : cross_entropy(x, t, o);
-  const bool ok = tame(x) && tame(t) && (!o.weight.defined() || tame(o.weight));
+  const bool ok =
+      C <= kMaxNumel && tame(x) && tame(t) && (!o.weight.defined() || tame(o.weight));  // C: [0, 2^63) has no elements
   if (ok) {
     NoGradGuard no_grad;
     const double tol = x.dtype() == DType::f64 ? 1e-8 : 2e-3;
