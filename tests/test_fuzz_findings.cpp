@@ -224,3 +224,15 @@ TEST_CASE("cross_entropy: probability targets with zero classes have loss 0 per 
   const Tensor t3 = tensor({1, 0, 0, 0, 1, 0}, {2, 3}, DType::f64);
   CHECK(cross_entropy(zeros({2, 3}, DType::f64), t3).item() == doctest::Approx(std::log(3.0)));
 }
+
+TEST_CASE("cross_entropy: label smoothing with zero classes adds nothing (was 0 * eps / 0 = NaN)") {
+  // (N, C, d) = (0, 0, 3), class targets (0, 3): no samples; the smoothing term was sum * (eps / 0)
+  const Tensor x = zeros({0, 0, 3}), t = zeros({0, 3}, DType::i64);
+  LossOptions o;
+  o.reduction = Reduction::sum;
+  o.label_smoothing = 0.1;
+  CHECK(cross_entropy(x, t, o).item() == 0.0);
+  // C > 0 unchanged: uniform logits: every term is log 3
+  o.reduction = Reduction::mean;
+  CHECK(cross_entropy(zeros({2, 3}), tensor({0, 2}, {2}, DType::i64), o).item() == doctest::Approx(std::log(3.0)));
+}

@@ -252,9 +252,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptio
   const Tensor denominator = sum(tw.weight);
   Tensor log_p = log_softmax(logits, cax);
   Tensor loss = reduce_weighted(mul(picked_nll(log_p, tw.safe, cax), tw.weight), o.reduction, denominator);
-  if (o.label_smoothing > 0.0) {
+  const std::int64_t C = logits.shape()[U(cax)];
+  if (o.label_smoothing > 0.0 && C > 0) {  // C = 0: every smooth_n is an empty sum, 0 (not 0 * eps / 0)
     // smooth_n = -sum_c w_c log p_{n,c}, 0 for ignored targets; same reduction and denominator
-    const std::int64_t C = logits.shape()[U(cax)];
     Tensor wl = w.defined() ? mul(log_p, weight_along_classes(w, cax, logits.dim())) : log_p;
     Tensor smooth = mul(neg(sum(wl, {cax})), tw.kept);
     loss = add(mul(loss, 1.0 - o.label_smoothing),
