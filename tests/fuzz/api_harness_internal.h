@@ -187,7 +187,7 @@ class Ctx {
 void check_tensor(const Tensor& t, const char* op);
 // got and want equal elementwise within rtol/atol (NaN matches NaN, Inf matches the same Inf).
 void check_agree(const Tensor& got, const Tensor& want, double rtol, double atol, const char* op, const char* ref);
-// Are all elements finite and moderate (so that a reference computed differently agrees)?
+// Are all elements finite, moderate and not tiny (so that a reference computed differently agrees)?
 bool tame(const Tensor& t);
 inline double rtol_of(DType d) { return d == DType::f64 ? 1e-9 : 2e-4; }
 // The result's invariants, then the backward: first order, and second order under
