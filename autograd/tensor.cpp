@@ -408,10 +408,12 @@ void check_broadcasts_to(const Tensor& src, const Tensor& dst, const char* op) {
 }
 }  // namespace
 
-// Every element of the view set to v (refused when two elements share memory: an expanded view).
+// Every element of the view set to v. Unlike copy_ / add_ / mul_, an overlapping view is fine
+// (one value everywhere: no ambiguity), but each memory location is written once: a dim of
+// stride 0 (an expanded view) is walked as size 1, so that fill_ on a view of 2^40 copies of
+// one element writes one element instead of looping 2^40 times.
 Tensor& Tensor::fill_(double v) {
   check_inplace(*this, "fill_");
-  check_no_internal_overlap(*this, "fill_");
   dispatch_all(dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T value = value_as<T>(v, "fill_");
@@ -420,7 +422,10 @@ Tensor& Tensor::fill_(double v) {
       std::fill(p, p + numel(), value);
     } else {
       Strides st = strides();
-      detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
+      Shape distinct = shape();
+      for (std::size_t d = 0; d < st.size(); ++d)
+        if (st[d] == 0) distinct[d] = std::min<std::int64_t>(distinct[d], 1);
+      detail::for_each_row<1>(distinct, {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
         const std::int64_t s = dim() ? st.back() : 1;
         for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = value;
       });
