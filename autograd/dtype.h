@@ -30,6 +30,21 @@ template <> constexpr DType dtype_of<std::int64_t>() { return DType::i64; }
 // Accumulator type for reductions: float32 sums accumulate in double.
 template <class T> using acc_t = double;
 
+// A double value stored as T. For int64 the value must lie in [-2^63, 2^63) (it is truncated
+// towards 0, as C++ and PyTorch do): NaN, an infinity or 1e30 has no int64 value and the cast
+// would be undefined behaviour, so it is a ValueError naming op (PyTorch: "value cannot be
+// converted to type int64_t without overflow").
+template <class T>
+T value_as(double v, const char* op) {
+  if constexpr (std::is_integral_v<T>) {
+    if (!(v >= -0x1p63 && v < 0x1p63)) [[unlikely]]
+      fail<ValueError>("{}: the value {} has no int64 value (NaN, infinite or beyond 2^63); use a float dtype or a "
+                       "finite value in [-2^63, 2^63)",
+                       op, v);
+  }
+  return static_cast<T>(v);
+}
+
 // Calls f(T{}) with T = float or double. Throws DTypeError (naming `op`) for int64.
 template <class F>
 decltype(auto) dispatch_float(DType d, std::string_view op, F&& f) {

@@ -289,6 +289,17 @@ Tensor cast(const Tensor& a, DType d) {
     using A = decltype(ta);
     dispatch_all(d, [&](auto tb) {
       using B = decltype(tb);
+      if constexpr (std::is_floating_point_v<A> && std::is_integral_v<B>) {
+        // float -> int64 truncates towards 0; NaN, inf and values beyond 2^63 have no int64 value
+        // (the C++ cast is undefined behaviour): refused, naming the first such element
+        const Tensor ac = a.detach().contiguous();
+        const A* p = ac.data<A>();
+        for (std::int64_t i = 0; i < ac.numel(); ++i)
+          if (!(p[i] >= A(-0x1p63) && p[i] < A(0x1p63))) [[unlikely]]
+            fail<ValueError>("to: element {} of shape {} is {}, which has no {} value (NaN, infinite or beyond 2^63); "
+                             "replace such values first (e.g. with where or clamp)",
+                             i, a.shape(), p[i], d);
+      }
       detail::unary_map<A>(a, out.data<B>(), [](A v) { return static_cast<B>(v); });
     });
   });
@@ -305,24 +316,6 @@ void check_inplace(const Tensor& t, const char* op) {
                         op);
 }
 }  // namespace
-
-Tensor& Tensor::fill_(double v) {
-  check_inplace(*this, "fill_");
-  dispatch_all(dtype(), [&](auto tag) {
-    using T = decltype(tag);
-    T* p = data<T>();
-    if (is_contiguous()) {
-      std::fill(p, p + numel(), static_cast<T>(v));
-    } else {
-      Strides st = strides();
-      detail::for_each_row<1>(shape(), {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
-        const std::int64_t s = dim() ? st.back() : 1;
-        for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = static_cast<T>(v);
-      });
-    }
-  });
-  return *this;
-}
 
 // Where a write may land, as PyTorch decides it (ATen's MemOverlap):
 //  * internal overlap: two elements of the destination share one memory location (an
@@ -414,6 +407,32 @@ void check_broadcasts_to(const Tensor& src, const Tensor& dst, const char* op) {
                      dst.shape());
 }
 }  // namespace
+
+// Every element of the view set to v. Unlike copy_ / add_ / mul_, an overlapping view is fine
+// (one value everywhere: no ambiguity), but each memory location is written once: a dim of
+// stride 0 (an expanded view) is walked as size 1, so that fill_ on a view of 2^40 copies of
+// one element writes one element instead of looping 2^40 times.
+Tensor& Tensor::fill_(double v) {
+  check_inplace(*this, "fill_");
+  dispatch_all(dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T value = value_as<T>(v, "fill_");
+    T* p = data<T>();
+    if (is_contiguous()) {
+      std::fill(p, p + numel(), value);
+    } else {
+      Strides st = strides();
+      Shape distinct = shape();
+      for (std::size_t d = 0; d < st.size(); ++d)
+        if (st[d] == 0) distinct[d] = std::min<std::int64_t>(distinct[d], 1);
+      detail::for_each_row<1>(distinct, {&st}, [&](std::int64_t m, const std::array<std::int64_t, 1>& off, std::int64_t) {
+        const std::int64_t s = dim() ? st.back() : 1;
+        for (std::int64_t i = 0; i < m; ++i) p[off[0] + i * s] = value;
+      });
+    }
+  });
+  return *this;
+}
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, "copy_");
@@ -519,7 +538,7 @@ Tensor filled(const Shape& s, double value, DType d, const char* op) {
   Tensor t = allocate(s, d, op);
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
-    std::fill(t.data<T>(), t.data<T>() + t.numel(), static_cast<T>(value));
+    std::fill(t.data<T>(), t.data<T>() + t.numel(), value_as<T>(value, op));
   });
   return t;
 }
@@ -564,7 +583,7 @@ Tensor from_values(const std::vector<V>& values, const Shape& s, DType d) {
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
-    for (std::size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+    for (std::size_t i = 0; i < values.size(); ++i) p[i] = value_as<T>(static_cast<double>(values[i]), "from_vector");
   });
   return t;
 }

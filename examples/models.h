@@ -1,7 +1,6 @@
 // The models of the demos, in one header so that the tests train exactly what the demos train.
 //
 //   fmnist_cnn(Norm::batch)   examples/fmnist_cnn.cpp, the README's main demo
-//   small_cnn(norm)           a small CNN with a choice of normalization (the distributed tests)
 //   SequenceClassifier        examples/fmnist_rnn.cpp, an (LayerNorm-)LSTM reading an image row by row
 //
 // Every model takes Fashion-MNIST images (N, 1, 28, 28) and returns logits (N, 10).
@@ -58,20 +57,6 @@ inline Norm parse_norm(const std::string& s) {
   throw std::invalid_argument("unknown normalization '" + s + "' (expected bn, ln, gn or none)");
 }
 
-// The normalization of a (N, C, H, W) activation with C channels of H x W.
-//   batch: statistics per channel over (N, H, W)       BatchNorm2d(C)
-//   layer: statistics per sample over (C, H, W)        LayerNorm([C, H, W]), elementwise affine
-//   group: statistics per sample and group of C/8      GroupNorm(8, C)
-inline ModulePtr norm2d(Norm n, std::int64_t C, std::int64_t H, std::int64_t W) {
-  switch (n) {
-    case Norm::batch: return std::make_shared<ng::nn::BatchNorm2d>(C);
-    case Norm::layer: return std::make_shared<ng::nn::LayerNorm>(ng::Shape{C, H, W});
-    case Norm::group: return std::make_shared<ng::nn::GroupNorm>(ng::nn::GroupNormOptions(8, C));
-    case Norm::none: return nullptr;
-  }
-  return nullptr;
-}
-
 // The README's CNN (about 420k parameters):
 //   Conv2d(1, 32, 3, padding 1) -> BatchNorm2d(32) -> ReLU -> MaxPool2d(2)      28x28 -> 14x14
 //   Conv2d(32, 64, 3, padding 1) -> BatchNorm2d(64) -> ReLU -> MaxPool2d(2)     14x14 -> 7x7
@@ -96,27 +81,6 @@ inline std::shared_ptr<ng::nn::Sequential> fmnist_cnn(Norm n = Norm::batch, ng::
   if (bn) net->push_back(std::make_shared<BatchNorm1d>(128));
   net->push_back(std::make_shared<ReLU>());
   net->push_back(std::make_shared<Linear>(128, 10, true, gen));
-  return net;
-}
-
-// A small CNN with a choice of normalization (about 21k parameters, 1.0 M multiply-adds per
-// image), quick enough for tests that train it many times:
-//   Conv2d(1, 16, 3, padding 1) -> norm -> ReLU -> MaxPool2d(2)       28x28 -> 14x14
-//   Conv2d(16, 32, 3, padding 1) -> norm -> ReLU -> MaxPool2d(2)      14x14 -> 7x7
-//   Flatten -> Linear(32*7*7 = 1568, 10)
-inline std::shared_ptr<ng::nn::Sequential> small_cnn(Norm n, ng::Generator* gen = nullptr) {
-  using namespace ng::nn;
-  auto net = std::make_shared<Sequential>();
-  net->push_back(std::make_shared<Conv2d>(1, 16, 3, 1, 1, 1, 1, true, gen));
-  if (auto m = norm2d(n, 16, 28, 28)) net->push_back(m);
-  net->push_back(std::make_shared<ReLU>());
-  net->push_back(std::make_shared<MaxPool2d>(2));
-  net->push_back(std::make_shared<Conv2d>(16, 32, 3, 1, 1, 1, 1, true, gen));
-  if (auto m = norm2d(n, 32, 14, 14)) net->push_back(m);
-  net->push_back(std::make_shared<ReLU>());
-  net->push_back(std::make_shared<MaxPool2d>(2));
-  net->push_back(std::make_shared<Flatten>());
-  net->push_back(std::make_shared<Linear>(32 * 7 * 7, 10, true, gen));
   return net;
 }
 

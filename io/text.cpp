@@ -209,6 +209,10 @@ std::pair<std::vector<std::u32string>, std::vector<std::u32string>> split_items(
 TensorDataset word_examples(const std::vector<std::u32string>& words, const CharVocab& vocab, std::int64_t block) {
   if (!vocab.has_boundary()) fail<ValueError>("word_examples: the vocabulary needs a boundary token (id 0)");
   if (block <= 0) fail<ValueError>("word_examples: block_size must be positive, got {}", block);
+  // inputs (M, block): M x block is checked (overflow, allocation limit) before anything is built
+  std::int64_t examples = 0;
+  for (const auto& w : words) examples += static_cast<std::int64_t>(w.size()) + 1;
+  checked_nbytes(Shape{examples, block}, sizeof(std::int64_t), "word_examples");
   std::vector<std::int64_t> x, y;
   for (const auto& w : words) {
     std::vector<std::int64_t> context(static_cast<std::size_t>(block), 0);
@@ -229,9 +233,12 @@ TensorDataset text_windows(const std::vector<std::int64_t>& ids, std::int64_t bl
   if (block <= 0 || stride <= 0)
     fail<ValueError>("text_windows: block_size and stride must be positive, got {} and {}", block, stride);
   const auto n = static_cast<std::int64_t>(ids.size());
-  if (n < block + 1)
-    fail<ValueError>("text_windows: a text of {} characters has no window of block_size + 1 = {}", n, block + 1);
+  if (n <= block)  // (n < block + 1 would overflow for block = INT64_MAX)
+    fail<ValueError>("text_windows: a text of {} characters has no window of block_size + 1 = {}", n,
+                     static_cast<std::uint64_t>(block) + 1);  // block > 0: no overflow in unsigned
   const std::int64_t m = (n - block - 1) / stride + 1;
+  // overlapping windows (stride < block) copy each id up to block times: check the size first
+  checked_nbytes(Shape{m, block}, sizeof(std::int64_t), "text_windows");
   std::vector<std::int64_t> x(static_cast<std::size_t>(m * block)), y(x.size());
   for (std::int64_t w = 0; w < m; ++w)
     for (std::int64_t t = 0; t < block; ++t) {
@@ -246,8 +253,10 @@ TensorDataset sample_windows(const std::vector<std::int64_t>& ids, std::int64_t 
   const auto n = static_cast<std::int64_t>(ids.size());
   if (block <= 0 || batch <= 0)
     fail<ValueError>("sample_windows: block_size and batch must be positive, got {} and {}", block, batch);
-  if (n < block + 1)
-    fail<ValueError>("sample_windows: a text of {} characters has no window of block_size + 1 = {}", n, block + 1);
+  if (n <= block)  // (n < block + 1 would overflow for block = INT64_MAX)
+    fail<ValueError>("sample_windows: a text of {} characters has no window of block_size + 1 = {}", n,
+                     static_cast<std::uint64_t>(block) + 1);  // block > 0: no overflow in unsigned
+  checked_nbytes(Shape{batch, block}, sizeof(std::int64_t), "sample_windows");  // batch x block may overflow
   std::vector<std::int64_t> x(static_cast<std::size_t>(batch * block)), y(x.size());
   for (std::int64_t b = 0; b < batch; ++b) {
     const std::int64_t start = gen.randint(0, n - block);

@@ -45,9 +45,14 @@ MultiheadAttention::MultiheadAttention(MultiheadAttentionOptions opt, Generator*
   if (!is_floating(opt.dtype())) fail<DTypeError>("{}: dtype must be float32 or float64, got {}", kName, opt.dtype());
   head_dim = embed_dim / num_heads;
   const std::int64_t E = embed_dim;
+  std::int64_t E3 = 0;  // rows of the packed [Wq; Wk; Wv] and of in_proj_bias
+  if (!size_mul(3, E, E3))
+    fail<ShapeError>("{}: embed_dim {} is too large: the packed input projection has 3 * embed_dim rows, which "
+                     "overflows int64 (2^63 - 1)",
+                     kName, E);
   const DType d = opt.dtype();
   if (opt.kdim() == E && opt.vdim() == E) {  // PyTorch's _qkv_same_embed_dim: one packed weight
-    in_proj_weight = register_parameter("in_proj_weight", empty({3 * E, E}, d));
+    in_proj_weight = register_parameter("in_proj_weight", empty({E3, E}, d));
     register_parameter("q_proj_weight", Tensor());
     register_parameter("k_proj_weight", Tensor());
     register_parameter("v_proj_weight", Tensor());
@@ -57,7 +62,7 @@ MultiheadAttention::MultiheadAttention(MultiheadAttentionOptions opt, Generator*
     v_proj_weight = register_parameter("v_proj_weight", empty({E, opt.vdim()}, d));
     register_parameter("in_proj_weight", Tensor());
   }
-  in_proj_bias = register_parameter("in_proj_bias", opt.bias() ? empty({3 * E}, d) : Tensor());
+  in_proj_bias = register_parameter("in_proj_bias", opt.bias() ? empty({E3}, d) : Tensor());
   out_proj = register_module("out_proj", std::make_shared<Linear>(E, E, opt.bias(), gen, d));
   bias_k = register_parameter("bias_k", opt.add_bias_kv() ? empty({1, 1, E}, d) : Tensor());
   bias_v = register_parameter("bias_v", opt.add_bias_kv() ? empty({1, 1, E}, d) : Tensor());

@@ -51,9 +51,18 @@ Tensor rnn_param(const Shape& s, std::int64_t hidden, Generator* gen, DType dtyp
   return t;
 }
 
-void check_sizes(const std::string& who, std::int64_t input_size, std::int64_t hidden_size) {
+// Sizes positive, and the parameter rows gates * hidden_size (and a bidirectional layer's
+// input directions * hidden_size) representable: a huge hidden_size is a ShapeError here, not a
+// signed overflow computing the weight shapes (the allocation limit refuses the rest).
+void check_sizes(const std::string& who, std::int64_t input_size, std::int64_t hidden_size, std::int64_t gates = 1,
+                 std::int64_t directions = 1) {
   if (input_size <= 0 || hidden_size <= 0)
     fail<ValueError>("{}: input_size and hidden_size must be positive, got {} and {}", who, input_size, hidden_size);
+  std::int64_t rows = 0, features = 0;
+  if (!size_mul(gates, hidden_size, rows) || !size_mul(directions, hidden_size, features))
+    fail<ShapeError>("{}: hidden_size {} is too large: {} gates x {} direction(s) x hidden_size overflows int64 "
+                     "(2^63 - 1); use a smaller hidden_size",
+                     who, hidden_size, gates, directions);
 }
 
 // A cell's input: (N, F) or unbatched (F) -> (N, F); checks F.
@@ -117,7 +126,7 @@ std::string RNNCell::extra_repr() const {
 // ---- LSTMCell ---------------------------------------------------------------------------
 LSTMCell::LSTMCell(std::int64_t in, std::int64_t hidden, bool bias, Generator* gen, DType dtype)
     : input_size(in), hidden_size(hidden) {
-  check_sizes("LSTMCell", in, hidden);
+  check_sizes("LSTMCell", in, hidden, 4);
   weight_ih = register_parameter("weight_ih", rnn_param({4 * hidden, in}, hidden, gen, dtype));
   weight_hh = register_parameter("weight_hh", rnn_param({4 * hidden, hidden}, hidden, gen, dtype));
   bias_ih = register_parameter("bias_ih", bias ? rnn_param({4 * hidden}, hidden, gen, dtype) : Tensor());
@@ -139,7 +148,7 @@ std::string LSTMCell::extra_repr() const { return cell_repr(input_size, hidden_s
 // ---- GRUCell ----------------------------------------------------------------------------
 GRUCell::GRUCell(std::int64_t in, std::int64_t hidden, bool bias, Generator* gen, DType dtype)
     : input_size(in), hidden_size(hidden) {
-  check_sizes("GRUCell", in, hidden);
+  check_sizes("GRUCell", in, hidden, 3);
   weight_ih = register_parameter("weight_ih", rnn_param({3 * hidden, in}, hidden, gen, dtype));
   weight_hh = register_parameter("weight_hh", rnn_param({3 * hidden, hidden}, hidden, gen, dtype));
   bias_ih = register_parameter("bias_ih", bias ? rnn_param({3 * hidden}, hidden, gen, dtype) : Tensor());
@@ -158,7 +167,7 @@ std::string GRUCell::extra_repr() const { return cell_repr(input_size, hidden_si
 // ---- LayerNormLSTMCell ------------------------------------------------------------------
 LayerNormLSTMCell::LayerNormLSTMCell(std::int64_t in, std::int64_t hidden, double eps, Generator* gen, DType dtype)
     : input_size(in), hidden_size(hidden) {
-  check_sizes("LayerNormLSTMCell", in, hidden);
+  check_sizes("LayerNormLSTMCell", in, hidden, 4);
   weight_ih = register_parameter("weight_ih", rnn_param({4 * hidden, in}, hidden, gen, dtype));
   weight_hh = register_parameter("weight_hh", rnn_param({4 * hidden, hidden}, hidden, gen, dtype));
   bias = register_parameter("bias", rnn_param({4 * hidden}, hidden, gen, dtype));
@@ -187,7 +196,7 @@ std::string LayerNormLSTMCell::extra_repr() const { return fmt::format("{}, {}",
 // ---- LayerNormGRUCell -------------------------------------------------------------------
 LayerNormGRUCell::LayerNormGRUCell(std::int64_t in, std::int64_t hidden, double eps, Generator* gen, DType dtype)
     : input_size(in), hidden_size(hidden) {
-  check_sizes("LayerNormGRUCell", in, hidden);
+  check_sizes("LayerNormGRUCell", in, hidden, 3);
   weight_ih = register_parameter("weight_ih", rnn_param({3 * hidden, in}, hidden, gen, dtype));
   weight_hh = register_parameter("weight_hh", rnn_param({3 * hidden, hidden}, hidden, gen, dtype));
   bias_ih = register_parameter("bias_ih", rnn_param({3 * hidden}, hidden, gen, dtype));
@@ -213,7 +222,7 @@ std::string LayerNormGRUCell::extra_repr() const { return fmt::format("{}, {}", 
 // ---- sequence modules -------------------------------------------------------------------
 RNNBase::RNNBase(RNNKind k, std::int64_t in, std::int64_t hidden, RNNOptions opt, double ln_eps)
     : kind(k), input_size(in), hidden_size(hidden), options(opt) {
-  check_sizes(type_name(), in, hidden);
+  check_sizes(type_name(), in, hidden, gate_count(), directions());
   if (opt.num_layers <= 0) fail<ValueError>("{}: num_layers must be positive, got {}", type_name(), opt.num_layers);
   if (!(opt.dropout >= 0.0 && opt.dropout <= 1.0))
     fail<ValueError>("{}: dropout must be between 0 and 1, got {}", type_name(), opt.dropout);

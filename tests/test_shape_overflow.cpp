@@ -167,6 +167,7 @@ TEST_CASE("shape overflow: cat, split, expand, pad, reshape/view, slice") {
                                 "product of its sizes overflows int64"),
                        ShapeError);
   CHECK_THROWS_WITH_AS(zeros({1, 1}).expand({k40, 0, k40}), Contains("expand: shape [1, 1]"), ShapeError);
+  // pad lists (before, after) from the last dim (PyTorch's order, since issue 22)
   CHECK_THROWS_WITH_AS(pad(zeros({1}), {kMax, 1}),
                        Contains("pad: padding dim 0 of shape [1] by (9223372036854775807, 1) overflows int64"),
                        ShapeError);

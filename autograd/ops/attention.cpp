@@ -41,6 +41,18 @@ struct Geometry {
     s.push_back(cols);
     return s;
   }
+  // Batch matrices the kernels walk: none when every per-batch matrix (Q, K, V, P, O and their
+  // gradients) is empty, so that an empty input with a huge batch ([2^40, 0, E]) is not a loop
+  // over 2^40 empty products.
+  std::int64_t batches_to_walk() const {
+    const bool empty = (L == 0 || S == 0) && (E == 0 || (L == 0 && S == 0)) && (Ev == 0 || (L == 0 && S == 0));
+    return empty ? 0 : batch.numel();
+  }
+  // Multiply-adds of the two products, in double (the int64 product can overflow).
+  double work() const {
+    return static_cast<double>(batch.numel()) * static_cast<double>(L) * static_cast<double>(S) *
+           (static_cast<double>(E) + static_cast<double>(Ev));
+  }
 };
 
 Shape batch_of(const Tensor& t) {
@@ -107,6 +119,9 @@ std::vector<std::int64_t> batch_offsets(const Tensor& t, const Shape& full) {
   const Strides st = detail::broadcast_strides(t, full);
   const int nb = full.ndim() - 2;
   const std::int64_t n = Shape(full.begin(), full.end() - 2).numel();
+  // one offset per batch matrix: a scratch buffer held to the allocation limit (a huge batch of
+  // empty matrices would otherwise ask for 2^40 offsets)
+  checked_nbytes(Shape{n}, sizeof(std::int64_t), "scaled_dot_product_attention");
   std::vector<std::int64_t> off(static_cast<std::size_t>(n), t.offset());
   std::vector<std::int64_t> idx(static_cast<std::size_t>(nb), 0);
   std::int64_t cur = t.offset();
@@ -269,7 +284,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   Tensor D;                                          // dropout mask scaled by 1/(1-p), if any
   {
     const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev;
-    const std::int64_t nbatch = g.batch.numel();
+    const std::int64_t nbatch = g.batches_to_walk();
     const DType dt = q_in.dtype();
     const MaskView mv = mask_view(mask, g);
     Tensor Pd = P;  // the weights V is multiplied by (a temporary with dropout)
@@ -292,7 +307,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
       T* pPd = Pd.data<T>();
       const T* pD = D.defined() ? D.data<T>() : nullptr;
       T* po = out.data<T>();
-      const bool parallel = nbatch > 1 && nbatch * L * S * (E + Ev) > detail::kGemmParallelWork;
+      const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
       detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
         const auto bu = static_cast<std::size_t>(b);
         T* Pb = pP + b * L * S;
@@ -330,7 +345,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           }
           return {dq, dk, dv, dm};
         }
-        const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev, nbatch = g.batch.numel();
+        const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev, nbatch = g.batches_to_walk();
         const Tensor dO = dO_in.contiguous();
         const DType dt = P.dtype();
         const bool need_ds = need_q || need_k || need_m;
@@ -347,7 +362,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           const T* pD = D.defined() ? D.data<T>() : nullptr;
           const T* pdO = dO.data<T>();
           T* pdS = dS.defined() ? dS.data<T>() : nullptr;
-          const bool parallel = nbatch > 1 && nbatch * L * S * (E + Ev) > detail::kGemmParallelWork;
+          const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
           detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
             const auto bu = static_cast<std::size_t>(b);
             const T* dOb = pdO + b * L * Ev;

@@ -46,6 +46,9 @@ void softmax_kernel(const T* x, T* y, std::int64_t outer, std::int64_t n, std::i
 template <bool kLog>
 Tensor softmax_forward(const Tensor& a, int d, const char* op) {
   Tensor out = empty(a.shape(), a.dtype());
+  // nothing to compute; and with a 0 on the softmax axis of [2^40, 0] the kernel would still
+  // walk outer x inner = 2^40 empty rows
+  if (a.numel() == 0) return out;
   std::int64_t outer = 1, n = 1, inner = 1;
   if (a.dim() > 0) {
     for (int i = 0; i < d; ++i) outer *= a.shape()[U(i)];
@@ -239,9 +242,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptio
     Tensor prod = mul(log_softmax(logits, cax), t);
     if (w.defined()) prod = mul(prod, weight_along_classes(w, cax, logits.dim()));
     Tensor loss = neg(sum(prod, {cax}));
-    // mean: over the N * d1 * ... samples (numel / C), whatever the weights
-    return reduce_weighted(loss, o.reduction,
-                           full({}, static_cast<double>(logits.numel() / std::max<std::int64_t>(C, 1)), logits.dtype()));
+    // mean: over the N * d1 * ... samples (the per-sample losses, also when C = 0, where
+    // numel / C could not count them), whatever the weights
+    return reduce_weighted(loss, o.reduction, full({}, static_cast<double>(loss.numel()), logits.dtype()));
   }
   const int cax = check_class_targets(logits, target, o.ignore_index, op);
   const Tensor w = check_weight(o.weight, logits, cax, op);
@@ -249,9 +252,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, const LossOptio
   const Tensor denominator = sum(tw.weight);
   Tensor log_p = log_softmax(logits, cax);
   Tensor loss = reduce_weighted(mul(picked_nll(log_p, tw.safe, cax), tw.weight), o.reduction, denominator);
-  if (o.label_smoothing > 0.0) {
+  const std::int64_t C = logits.shape()[U(cax)];
+  if (o.label_smoothing > 0.0 && C > 0) {  // C = 0: every smooth_n is an empty sum, 0 (not 0 * eps / 0)
     // smooth_n = -sum_c w_c log p_{n,c}, 0 for ignored targets; same reduction and denominator
-    const std::int64_t C = logits.shape()[U(cax)];
     Tensor wl = w.defined() ? mul(log_p, weight_along_classes(w, cax, logits.dim())) : log_p;
     Tensor smooth = mul(neg(sum(wl, {cax})), tw.kept);
     loss = add(mul(loss, 1.0 - o.label_smoothing),

@@ -205,6 +205,7 @@ void update_running_stats(const Tensor& running_mean, const Tensor& running_var,
   for (const Tensor* t : {&running_mean, &running_var})
     if (t->defined() && !t->is_contiguous()) fail<ValueError>("{}: running statistics must be contiguous", op);
   const std::int64_t C = running_mean.defined() ? running_mean.numel() : running_var.numel();
+  if (C == 0) return;  // no channels: nothing to update (and S / C would divide by 0)
   const std::int64_t S = mom.mean.numel(), per_channel = S / C;
   const double unbias = static_cast<double>(mom.count) / static_cast<double>(mom.count - 1);
   const double* mean = mom.mean.data<double>();

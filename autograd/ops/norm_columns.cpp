@@ -82,6 +82,7 @@ template <class T>
 void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   assert(uses_columns(sp));
   const std::int64_t S = sp.num_stats(), W = S * sp.E;
+  if (W == 0) return;  // no channels (a (N, 0, ...) input): no statistics, and no rows per block
   const int threads = column_threads(sp);
   const auto size = static_cast<std::size_t>(W);
   std::vector<double> part_mean(threads * size, 0.0), part_m2(threads * size, 0.0), part_n(static_cast<std::size_t>(threads), 0.0);
@@ -95,7 +96,9 @@ void column_moments(const T* x, const NormSpec& sp, double* mean, double* var) {
   {
     std::int64_t a0 = 0, a1 = 0;
     const int t = thread_rows(sp.A, a0, a1);
-    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / (W * static_cast<std::int64_t>(sizeof(T))));
+    // (bytes / sizeof(T)) / W: the same quotient, without the product W sizeof(T) (it overflows
+    // for an empty batch with a huge extent)
+    const std::int64_t rows = std::max<std::int64_t>(1, kColumnBlockBytes / static_cast<std::int64_t>(sizeof(T)) / W);
     std::vector<double> block_mean(size), block_m2(size);
     double* thread_mean = part_mean.data() + t * size;
     double* thread_m2 = part_m2.data() + t * size;

@@ -216,7 +216,10 @@ void row_forward(const T* x, const NormSpec& sp, const T* weight, const T* bias,
   const std::int64_t S = sp.num_stats();
   // Blocks of statistics whose elements fit in L1 together: moments, then normalize the same
   // block while x is still in cache, so the forward reads x from memory once, not twice.
-  const std::int64_t per_block = std::max<std::int64_t>(1, kBlockBytes / (sp.count() * static_cast<std::int64_t>(sizeof(T))));
+  // (kBlockBytes / sizeof(T)) / count = kBlockBytes / (count sizeof(T)), whose product can overflow
+  // for an empty input with a huge normalized extent ([0, C, 2^62])
+  const std::int64_t per_block =
+      std::max<std::int64_t>(1, kBlockBytes / static_cast<std::int64_t>(sizeof(T)) / sp.count());
   const std::int64_t blocks = (S + per_block - 1) / per_block;
 #pragma omp parallel for if (parallel(sp))
   for (std::int64_t bl = 0; bl < blocks; ++bl) {
@@ -282,8 +285,9 @@ void row_backward(const T* x, const T* dy, const NormSpec& sp, const double* mea
           const std::int64_t base = run_offset(sp, 0, s);
           const float* xr = x + base;
           const float* dyr = dy + base;
-          float* dw_g = dw_f.data() + g * sp.K;  // this group's channels c = g * K + k
-          float* db_g = db_f.data() + g * sp.K;
+          // this group's channels c = g * K + k (no buffers without parameter gradients: null)
+          float* dw_g = dw_f.empty() ? nullptr : dw_f.data() + g * sp.K;
+          float* db_g = db_f.empty() ? nullptr : db_f.data() + g * sp.K;
           const float* w_g = weight ? weight + g * sp.K : nullptr;
           float* dxr = dx ? dx + base : nullptr;
           with_flags(weight != nullptr, params, [&](auto has_w, auto has_p) {

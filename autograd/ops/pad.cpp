@@ -66,6 +66,9 @@ void check_non_constant(const Tensor& a, const std::vector<std::int64_t>& pad, P
     if (mode == PadMode::circular && (before > n || after > n))
       fail<ValueError>("pad: circular padding wraps around more than once: ({}, {}) for dim {} of size {} in shape {}",
                        before, after, d, n, a.shape());
+    if (before < -n || after < -n)  // (a deeper crop has no rows to take; o - before could overflow)
+      fail<ValueError>("pad: mode '{}' crops at most the whole dim: ({}, {}) for dim {} of size {} in shape {}", name,
+                       before, after, d, n, a.shape());
     if (n + before + after < 1)
       fail<ShapeError>("pad: mode '{}' leaves dim {} of shape {} with size {}: ({}, {}); the output must have size >= 1",
                        name, d, a.shape(), n + before + after, before, after);
@@ -138,6 +141,9 @@ Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pad, PadMode mode, 
       const int d = a.dim() - 1 - k;
       const std::int64_t n = a.shape()[U(d)], before = pad[U(2 * k)], after = pad[U(2 * k + 1)];
       if (before == 0 && after == 0) continue;
+      // the index list has the padded size, which the output's byte check does not bound when
+      // another dim is 0 (replicate takes any width): check it before allocating
+      checked_nbytes(Shape{n + before + after}, sizeof(std::int64_t), "pad");
       std::vector<std::int64_t> idx(static_cast<std::size_t>(n + before + after));
       for (std::size_t o = 0; o < idx.size(); ++o)
         idx[o] = source_index(mode, static_cast<std::int64_t>(o) - before, n);
@@ -156,14 +162,19 @@ Tensor pad(const Tensor& a, const std::vector<std::int64_t>& pad, PadMode mode, 
     if (n + before + after < 0)
       fail<ShapeError>("pad: negative padding ({}, {}) on dim {} of shape {} leaves a negative size {}", before, after,
                        d, a.shape(), n + before + after);
-    if (before < 0 || after < 0) {
-      // keep [max(0, -before), n - max(0, -after)); with both crops meeting, an empty slice
-      const std::int64_t start = std::max<std::int64_t>(0, -before);
-      const std::int64_t end = std::max(start, n - std::max<std::int64_t>(0, -after));
-      x = slice(x, d, start, end);
-    }
-    grow[U(2 * k)] = std::max<std::int64_t>(0, before);
-    grow[U(2 * k + 1)] = std::max<std::int64_t>(0, after);
+    // out[o] = in[o - before] for o in [0, n + before + after): keep the input's rows
+    // [start, end) = [max(0, -before), n - max(0, -after)) (empty when the crops meet), which
+    // land at output row max(0, before), and fill the rest. When nothing is kept, the output is
+    // all value: the growth is clamped to the output size (a crop of one side can then exceed
+    // the input: n = 2 padded by (3, -3) is 2 rows of the value, as PyTorch).
+    const std::int64_t out_size = n + before + after;
+    // (crops clamped to n first: -before overflows for before = INT64_MIN)
+    const std::int64_t start = before < 0 ? (before < -n ? n : -before) : 0;
+    const std::int64_t end = std::max(start, n - (after < 0 ? (after < -n ? n : -after) : 0));
+    if (before < 0 || after < 0) x = slice(x, d, start, end);
+    const std::int64_t grow_before = std::min(std::max<std::int64_t>(0, before), out_size);
+    grow[U(2 * k)] = grow_before;
+    grow[U(2 * k + 1)] = out_size - grow_before - (end - start);
     any_grow = any_grow || grow[U(2 * k)] > 0 || grow[U(2 * k + 1)] > 0;
   }
   // like PyTorch, the result never aliases the input (a crop alone is copied out)

@@ -42,7 +42,8 @@ Size2 check_pool(const char* op, const Tensor& x4, const Tensor& x, const PoolAr
   if (a.s.h <= 0 || a.s.w <= 0) fail<ValueError>("{}: stride must be positive, got ({}, {})", op, a.s.h, a.s.w);
   if (a.dil.h <= 0 || a.dil.w <= 0)
     fail<ValueError>("{}: dilation must be positive, got ({}, {})", op, a.dil.h, a.dil.w);
-  if (a.pad.h < 0 || a.pad.w < 0 || 2 * a.pad.h > a.k.h || 2 * a.pad.w > a.k.w)
+  // 2 pad > k, written pad > k / 2 (equal for k > 0) so that a huge padding cannot overflow
+  if (a.pad.h < 0 || a.pad.w < 0 || a.pad.h > a.k.h / 2 || a.pad.w > a.k.w / 2)
     fail<ValueError>("{}: padding must be between 0 and half the kernel size: kernel ({}, {}) vs padding ({}, {})", op,
                      a.k.h, a.k.w, a.pad.h, a.pad.w);
   const std::int64_t H = x4.size(2), W = x4.size(3);

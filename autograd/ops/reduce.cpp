@@ -132,7 +132,8 @@ Tensor var(const Tensor& a, const Axes& axes_in, std::int64_t correction, bool k
   if (n == 0) fail<ValueError>("var: reducing over zero elements of shape {}", a.shape());
   const Axes ax(axes.begin(), axes.end());
   Tensor d = sub(a, mean(a, ax, true));  // d = x - mean(x), broadcast over the reduced axes
-  const double dof = static_cast<double>(std::max<std::int64_t>(0, n - correction));
+  // n - correction in double: in int64 it overflows for correction near INT64_MIN / INT64_MAX
+  const double dof = std::max(0.0, static_cast<double>(n) - static_cast<double>(correction));
   return mul(sum(mul(d, d), ax, keepdim), 1.0 / dof);
 }
 

@@ -343,6 +343,19 @@ Tensor stack(const std::vector<Tensor>& ts, std::int64_t axis) {
   return cat(us, d);
 }
 
+namespace {
+// Each piece of split / chunk is a view with a header of its own: a count of pieces the
+// arguments ask for (chunk(empty, 2^31), split(2^40 rows, 1)) is held to the allocation limit
+// like any allocation, instead of building headers until memory runs out.
+void check_piece_count(std::int64_t pieces, const char* op) {
+  const std::uint64_t each = sizeof(TensorImpl) + sizeof(Tensor);
+  if (static_cast<std::uint64_t>(pieces) > allocation_limit() / each)
+    fail<OutOfMemoryError>("{}: {} pieces of {} bytes of header each exceed the allocation limit of {} bytes "
+                           "(ng::allocation_limit()); ask for fewer, larger pieces",
+                           op, pieces, each, allocation_limit());
+}
+}  // namespace
+
 // Pieces are slice views, so each carries its own slice backward.
 std::vector<Tensor> split(const Tensor& a, std::int64_t split_size, std::int64_t axis) {
   if (a.dim() == 0) fail<ShapeError>("split: cannot split a 0-d tensor");
@@ -352,6 +365,7 @@ std::vector<Tensor> split(const Tensor& a, std::int64_t split_size, std::int64_t
     fail<ValueError>("split: split_size must be positive for dim {} of size {}, got {}", d, n, split_size);
   std::vector<Tensor> out;
   if (n == 0) return {slice(a, d, 0, 0)};
+  check_piece_count((n - 1) / split_size + 1, "split");  // ceil(n / split_size)
   for (std::int64_t lo = 0; lo < n; lo += split_size) out.push_back(slice(a, d, lo, std::min(n, lo + split_size)));
   return out;
 }
@@ -387,7 +401,10 @@ std::vector<Tensor> chunk(const Tensor& a, std::int64_t chunks, std::int64_t axi
   if (a.dim() == 0) fail<ShapeError>("chunk: cannot chunk a 0-d tensor");
   const int d = normalize_axis(axis, a.dim(), "chunk");
   const std::int64_t n = a.shape()[U(d)];
-  if (n == 0) return split(a, std::vector<std::int64_t>(static_cast<std::size_t>(chunks), 0), d);
+  if (n == 0) {
+    check_piece_count(chunks, "chunk");
+    return split(a, std::vector<std::int64_t>(static_cast<std::size_t>(chunks), 0), d);
+  }
   return split(a, (n - 1) / chunks + 1, d);  // ceil(n / chunks), without overflow for huge chunks
 }
 

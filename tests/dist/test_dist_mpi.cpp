@@ -179,7 +179,7 @@ TEST_CASE("dist: DistributedSampler shards are disjoint, cover the data, and agr
 
 TEST_CASE("dist: DistributedDataParallel starts every replica from rank 0's state") {
   ng::Generator gen(100 + static_cast<std::uint64_t>(R()));  // a different initialization on every rank
-  auto model = demo::small_cnn(demo::Norm::batch, &gen);
+  auto model = demo::fmnist_cnn(demo::Norm::batch, &gen);
   dist::DistributedDataParallel ddp(model);
   for (auto& [name, t] : ddp.state_dict()) {
     CHECK(name.rfind("module.", 0) == 0);
