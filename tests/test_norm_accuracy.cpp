@@ -88,8 +88,10 @@ const std::vector<Case> kCases = {
 // correct rounding's; offset by 1e4, the rows' float sums leave up to ~15 units (LayerNorm,
 // GroupNorm and InstanceNorm rows; BatchNorm's runs stay near the floor). Both below PyTorch's
 // error on the same inputs. Without a fused multiply-add (portable builds, e.g. the asan preset)
-// each multiply-add rounds twice: looser bounds, and only the offset inputs are compared with
-// PyTorch (there by orders of magnitude; on ordinary inputs the two are then comparable).
+// each multiply-add rounds twice and the products are rounded at full size: on ordinary inputs
+// the error grows to several times correct rounding's (LayerNorm rows up to ~18 units, more than
+// PyTorch's FMA kernels), so there only the offset inputs are compared with PyTorch (by orders
+// of magnitude).
 TEST_CASE("norm accuracy: float32 outputs within a few units of 2^-24 of correctly rounded, and below PyTorch's error") {
   const test::OmpThreads one(1);
   const bool fma = norm_kernels::has_fused_multiply_add();
@@ -97,8 +99,8 @@ TEST_CASE("norm accuracy: float32 outputs within a few units of 2^-24 of correct
   std::uint64_t seed = 1;  // the seeds of norm_accuracy --small
   for (const double offset : {0.0, 1e4}) {
     const bool ordinary = offset == 0.0;
-    const double max_margin = (ordinary ? 5 : 16) * u * (fma ? 1 : 2);
-    const double mean_factor = ordinary ? (fma ? 1.8 : 2.5) : (fma ? 5.0 : 7.0);
+    const double max_margin = (ordinary ? (fma ? 5 : 24) : (fma ? 16 : 32)) * u;
+    const double mean_factor = ordinary ? (fma ? 1.8 : 4.0) : (fma ? 5.0 : 7.0);
     for (const Case& c : kCases) {
       const Accuracy a = measure(c, offset, seed++);
       INFO(c.name, ", offset ", offset, ": max ", a.max, " mean ", a.mean, " (correctly rounded: max ", a.rounded_max,
