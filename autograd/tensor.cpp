@@ -9,6 +9,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <type_traits>
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
@@ -583,7 +584,12 @@ Tensor from_values(const std::vector<V>& values, const Shape& s, DType d) {
   dispatch_all(d, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
-    for (std::size_t i = 0; i < values.size(); ++i) p[i] = value_as<T>(static_cast<double>(values[i]), "from_vector");
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if constexpr (std::is_same_v<T, V>)
+        p[i] = values[i];  // exact (int64 beyond 2^53 must not pass through double)
+      else
+        p[i] = value_as<T>(static_cast<double>(values[i]), "from_vector");
+    }
   });
   return t;
 }
