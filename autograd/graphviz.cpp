@@ -53,6 +53,13 @@ std::string record_escape(const std::string& s) {
   return out;
 }
 
+// An input of node n that needs no gradient (data, targets): drawn small and grey, with an edge.
+std::string constant_input(const Node& n, std::size_t i) {
+  const std::string cid = fmt::format("{}_c{}", node_id(&n), i);
+  return fmt::format("  {} [label=\"{}\", shape=plaintext, fontcolor=gray];\n  {} -> {} [color=gray];\n", cid,
+                     n.input_shapes[i], cid, node_id(&n));
+}
+
 }  // namespace
 
 std::string to_dot(const Tensor& root, const TensorNames& names) {
@@ -86,12 +93,7 @@ std::string to_dot(const Tensor& root, const TensorNames& names) {
         }
         out += fmt::format("  {} -> {};\n", node_id(lp), node_id(&n));
       },
-      [&](const Node& n, std::size_t i) {
-        // an input that needs no gradient (data, targets): drawn small and grey
-        const std::string cid = fmt::format("{}_c{}", node_id(&n), i);
-        out += fmt::format("  {} [label=\"{}\", shape=plaintext, fontcolor=gray];\n  {} -> {} [color=gray];\n", cid,
-                           n.input_shapes[i], cid, node_id(&n));
-      });
+      [&](const Node& n, std::size_t i) { out += constant_input(n, i); });
   return out + "}\n";
 }
 
@@ -146,11 +148,7 @@ std::string to_dot_with_values(const Tensor& root, const std::vector<DotLabel>& 
         }
         out += fmt::format("  {} -> {};\n", node_id(lp), node_id(&n));
       },
-      [&](const Node& n, std::size_t i) {
-        const std::string cid = fmt::format("{}_c{}", node_id(&n), i);
-        out += fmt::format("  {} [label=\"{}\", shape=plaintext, fontcolor=gray];\n  {} -> {} [color=gray];\n", cid,
-                           n.input_shapes[i], cid, node_id(&n));
-      });
+      [&](const Node& n, std::size_t i) { out += constant_input(n, i); });
   return out + "}\n";
 }
 

@@ -55,20 +55,12 @@ inline LmResult fit_lm(const FitConfig& cfg, ng::nn::Module& model, ng::optim::O
                        ng::Generator* rng = nullptr) {
   LmResult res;
   const std::int64_t nb = loader.num_batches();
-  double seconds_before = 0, loss_sum = 0;
-  std::int64_t loss_count = 0;
-  if (cfg.resume) {
-    if (cfg.checkpoint.empty()) throw std::invalid_argument("--resume needs --checkpoint PATH");
-    ng::io::Metadata m = load_training(cfg.checkpoint, model, opt, sched, loader);
-    res.step = std::stoll(m.at("step"));
-    seconds_before = std::stod(m.at("seconds"));
-    loss_sum = std::stod(m.at("loss_sum"));
-    loss_count = std::stoll(m.at("loss_count"));
-    if (rng) rng->set_state(m.at("rng"));
-    if (!cfg.quiet)
-      fmt::print("resumed from {}: step {}, epoch {}, batch {}/{}\n", cfg.checkpoint, res.step, loader.epoch() + 1,
-                 loader.batch_index(), nb);
-  }
+  const ResumedRun resumed = resume_run(cfg, model, opt, sched, loader);
+  if (rng && cfg.resume) rng->set_state(resumed.meta.at("rng"));
+  res.step = resumed.step;
+  const double seconds_before = resumed.seconds;
+  double loss_sum = resumed.loss_sum;
+  std::int64_t loss_count = resumed.loss_count;
   CsvLog csv(cfg.csv, {"epoch", "step", "train_loss", "val_loss", "lr", "seconds"}, cfg.resume ? res.step : -1);
   Stopwatch clock;
   auto elapsed = [&] { return seconds_before + clock.seconds(); };

@@ -113,23 +113,39 @@ struct FitResult {
 
 inline std::string exact(double v) { return fmt::format("{:.17g}", v); }
 
+// Where a run left off: with cfg.resume, the state saved in cfg.checkpoint is loaded into the
+// model, optimizer, schedule and loader, and its counters returned (with the file's metadata,
+// for what a caller saved besides); without, a fresh start.
+struct ResumedRun {
+  std::int64_t step = 0, loss_count = 0;
+  double seconds = 0, loss_sum = 0;
+  ng::io::Metadata meta;
+};
+inline ResumedRun resume_run(const FitConfig& cfg, ng::nn::Module& model, ng::optim::Optimizer& opt,
+                             ng::optim::LRScheduler* sched, ng::io::DataLoader& loader) {
+  ResumedRun r;
+  if (!cfg.resume) return r;
+  if (cfg.checkpoint.empty()) throw std::invalid_argument("--resume needs --checkpoint PATH");
+  r.meta = load_training(cfg.checkpoint, model, opt, sched, loader);
+  r.step = std::stoll(r.meta.at("step"));
+  r.seconds = std::stod(r.meta.at("seconds"));
+  r.loss_sum = std::stod(r.meta.at("loss_sum"));
+  r.loss_count = std::stoll(r.meta.at("loss_count"));
+  if (!cfg.quiet)
+    fmt::print("resumed from {}: step {}, epoch {}, batch {}/{}\n", cfg.checkpoint, r.step, loader.epoch() + 1,
+               loader.batch_index(), loader.num_batches());
+  return r;
+}
+
 inline FitResult fit(const FitConfig& cfg, ng::nn::Module& model, ng::optim::Optimizer& opt,
                      ng::optim::LRScheduler* sched, ng::io::DataLoader& loader, const ng::io::TensorDataset& test) {
   FitResult res;
   const std::int64_t nb = loader.num_batches();
-  double seconds_before = 0, loss_sum = 0;
-  std::int64_t loss_count = 0;
-  if (cfg.resume) {
-    if (cfg.checkpoint.empty()) throw std::invalid_argument("--resume needs --checkpoint PATH");
-    ng::io::Metadata m = load_training(cfg.checkpoint, model, opt, sched, loader);
-    res.step = std::stoll(m.at("step"));
-    seconds_before = std::stod(m.at("seconds"));
-    loss_sum = std::stod(m.at("loss_sum"));
-    loss_count = std::stoll(m.at("loss_count"));
-    if (!cfg.quiet)
-      fmt::print("resumed from {}: step {}, epoch {}, batch {}/{}\n", cfg.checkpoint, res.step,
-                 loader.epoch() + 1, loader.batch_index(), nb);
-  }
+  const ResumedRun resumed = resume_run(cfg, model, opt, sched, loader);
+  res.step = resumed.step;
+  const double seconds_before = resumed.seconds;
+  double loss_sum = resumed.loss_sum;
+  std::int64_t loss_count = resumed.loss_count;
   CsvLog csv(cfg.csv, {"epoch", "step", "train_loss", "test_acc", "lr", "seconds"}, cfg.resume ? res.step : -1);
   Stopwatch clock;
   auto elapsed = [&] { return seconds_before + clock.seconds(); };
