@@ -16,6 +16,7 @@
 #include "autograd/gradcheck.h"
 #include "autograd/ops.h"
 #include "autograd/random.h"
+#include "io/fashion_mnist.h"
 
 // CHECK_GRADCHECK(ng::gradcheck(fn, inputs)): on failure the whole report (worst element,
 // analytic vs numeric) is printed in the doctest output.
@@ -108,6 +109,15 @@ inline double max_abs_diff(const ng::Tensor& a, const ng::Tensor& b) {
   double m = 0;
   for (std::size_t i = 0; i < va.size(); ++i) m = std::max(m, std::abs(va[i] - vb[i]));
   return m;
+}
+
+// Whether the Fashion-MNIST files are installed (tests that train on them skip without).
+inline bool fashion_mnist_present() {
+  const std::filesystem::path dir = ng::io::fashion_mnist_dir();
+  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                        "t10k-labels-idx1-ubyte.gz"})
+    if (!std::filesystem::exists(dir / f)) return false;
+  return true;
 }
 
 }  // namespace test

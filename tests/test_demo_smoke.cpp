@@ -26,14 +26,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool fashion_mnist_present() {
-  const fs::path dir = ng::io::fashion_mnist_dir();
-  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                        "t10k-labels-idx1-ubyte.gz"})
-    if (!fs::exists(dir / f)) return false;
-  return true;
-}
-
 // A file name in the temporary directory, removed by the destructor.
 struct TempFile {
   explicit TempFile(const std::string& stem)
@@ -78,7 +70,7 @@ std::vector<std::string> csv_without_time(const std::string& path) {
 }  // namespace
 
 TEST_CASE("fmnist_cnn demo: the BatchNorm CNN learns Fashion-MNIST in 200 steps of 32 images") {
-  if (!fashion_mnist_present()) {
+  if (!test::fashion_mnist_present()) {
     MESSAGE("Fashion-MNIST not found in " << ng::io::fashion_mnist_dir()
                                           << ": skipped (apt-get install dataset-fashion-mnist, or set NORMGRAD_DATA_DIR)");
     return;

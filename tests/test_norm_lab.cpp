@@ -94,33 +94,16 @@ TEST_CASE("norm_lab docs: the 'Claims, tested' section quotes docs/lab/results.c
 
 namespace {
 
-bool fashion_mnist_present() {
-  const fs::path dir = ng::io::fashion_mnist_dir();
-  for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-                        "t10k-labels-idx1-ubyte.gz"})
-    if (!fs::exists(dir / f)) return false;
-  return true;
-}
-
-struct LabDir {
-  LabDir() : path((fs::temp_directory_path() / ("normgrad_norm_lab." + std::to_string(::getpid()))).string()) {}
-  ~LabDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string path;
-};
-
 // Runs one experiment's --quick version into a temporary folder; checks what every
 // experiment owes: claims with a verdict and a source, finite figures, the files it names.
 // One thread: the lab's tensors are small (per-op overhead, not arithmetic), and the figures
 // in docs/lab were made with --threads 1.
-lab::Result quick(const std::string& name, const LabDir& dir) {
+lab::Result quick(const std::string& name, const test::TempDir& dir) {
   test::OmpThreads one(1);
   lab::Config cfg;
   cfg.quick = true;
   cfg.print = false;
-  cfg.out = dir.path;
+  cfg.out = dir.path.string();
   const lab::Experiment* e = lab::find_experiment(name);
   REQUIRE(e != nullptr);
   lab::Result r = lab::run_experiment(*e, cfg);
@@ -174,7 +157,7 @@ TEST_CASE("norm_lab: list names twelve experiments, each once") {
 }
 
 TEST_CASE("norm_lab coupling --quick: one sample in two batches, N = 1 refused, N = 2 gives +-1") {
-  LabDir dir;
+  const test::TempDir dir("norm_lab");
   const lab::Result r = quick("coupling", dir);
   CHECK(r.get("bn_train_diff") > 1e-2);  // train mode: the companions move sample 0's output
   CHECK(r.get("bn_eval_diff") == 0.0);   // eval mode: identical, bit for bit
@@ -193,8 +176,8 @@ TEST_CASE("norm_lab coupling --quick: one sample in two batches, N = 1 refused, 
 }
 
 TEST_CASE("norm_lab gaussian --quick: BatchNorm keeps skewness and kurtosis exactly") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result r = quick("gaussian", dir);
   CHECK(r.get("skewed_skew_in_mean") > 1.5);  // Exp(1): 2
   CHECK(std::abs(r.get("skewed_skew_bn_mean") - r.get("skewed_skew_in_mean")) < 1e-9);
@@ -204,8 +187,8 @@ TEST_CASE("norm_lab gaussian --quick: BatchNorm keeps skewness and kurtosis exac
 }
 
 TEST_CASE("norm_lab invariance --quick: <W, dL/dW> = 0 and dL/db = 0 before BatchNorm") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result r = quick("invariance", dir);
   CHECK(r.get("bn_max_rel_dot") < 1e-6);
   CHECK(r.get("bn_bias_grad_rel") < 1e-10);
@@ -218,8 +201,8 @@ TEST_CASE("norm_lab invariance --quick: <W, dL/dW> = 0 and dL/db = 0 before Batc
 }
 
 TEST_CASE("norm_lab sequence --quick: padding moves BatchNorm's outputs, not LayerNorm's") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result r = quick("sequence", dir);
   CHECK(r.get("bn_padding_change") > 1e-2);
   CHECK(r.get("ln_padding_change") == 0.0);
@@ -227,8 +210,8 @@ TEST_CASE("norm_lab sequence --quick: padding moves BatchNorm's outputs, not Lay
 }
 
 TEST_CASE("norm_lab distributed --quick: splitting the batch over ranks changes BatchNorm only") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result r = quick("distributed", dir);
   CHECK(r.get("bn_split_logits_change") > 1e-2);  // per-rank statistics: a different function
   CHECK(r.get("bn_split_grad_change") > 1e-2);
@@ -270,8 +253,8 @@ TEST_CASE("norm_lab forward_ranks: per-shard BatchNorm statistics, running stati
 }
 
 TEST_CASE("norm_lab depth, lr, batch --quick: curves, sweeps and the per-layer diagnostics") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result d = quick("depth", dir);
   CHECK(d.get("bn_final_loss_mean") < d.get("none_final_loss_mean"));
   CHECK(d.get("none_act_std_last_init") < d.get("bn_act_std_last_init"));  // the plain net's signal shrinks with depth
@@ -285,8 +268,8 @@ TEST_CASE("norm_lab depth, lr, batch --quick: curves, sweeps and the per-layer d
 }
 
 TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, and reports what the docs quote") {
-  if (!fashion_mnist_present() || !lab::corpus_present(lab::Config{})) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present() || !lab::corpus_present(lab::Config{})) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result p = quick("placement", dir);
   CHECK(p.get("tf_ln_causal_leak") == 0.0);  // the past's logits do not see the future, bit for bit
   CHECK(p.get("tf_bn_eval_causal_leak") == 0.0);
@@ -314,8 +297,8 @@ TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, a
 }
 
 TEST_CASE("norm_lab sharpness, overfitting, covariate-shift --quick, merging results.csv") {
-  if (!fashion_mnist_present()) return;
-  LabDir dir;
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
   const lab::Result s = quick("sharpness", dir);
   CHECK(s.get("bn_lr02_sharpness_mean") > 0);
   lab::Result p;  // placement's rows (the experiment runs in its own test case)
