@@ -181,3 +181,49 @@ TEST_CASE("pooling: errors name the op and the shapes") {
   CHECK_THROWS_WITH_AS(adaptive_avg_pool2d(x, 0), doctest::Contains("adaptive_avg_pool2d: output size"), ValueError);
   CHECK_THROWS_WITH_AS(max_pool2d(zeros({1, 1, 4, 4}, DType::i64), 2), doctest::Contains("floating"), DTypeError);
 }
+
+TEST_CASE("max_pool2d: the 2 x 2 path routes the gradient by the scan rule with NaNs, odd sizes, both dtypes") {
+  // Scan each window in row-major order, taking an element that is larger than the best so
+  // far or NaN: ties go to the first maximum, NaNs to the last NaN. 5 x 7: the last row and
+  // column are in no window and get zero gradient.
+  Generator gen(3);
+  std::vector<double> xv(2 * 2 * 5 * 7);
+  for (double& v : xv) {
+    const auto r = gen.randint(0, 4);
+    v = r == 3 ? std::nan("") : static_cast<double>(r);
+  }
+  for (const DType dt : {DType::f64, DType::f32}) {
+    Tensor x = from_vector(xv, {2, 2, 5, 7}, dt).requires_grad_();
+    Tensor y = max_pool2d(x, 2);
+    REQUIRE(y.shape() == Shape{2, 2, 2, 3});
+    Tensor w = add(arange(24, dt).reshape({2, 2, 2, 3}), full({1}, 1.0, dt));  // a distinct weight per output
+    sum(mul(y, w)).backward();
+    std::vector<double> expect(xv.size(), 0.0);
+    const auto yv = y.to_vector();
+    for (std::int64_t p = 0; p < 4; ++p)
+      for (std::int64_t i = 0; i < 2; ++i)
+        for (std::int64_t j = 0; j < 3; ++j) {
+          std::int64_t best = p * 35 + 2 * i * 7 + 2 * j;
+          for (std::int64_t u = 0; u < 2; ++u)
+            for (std::int64_t v = 0; v < 2; ++v) {
+              const std::int64_t at = p * 35 + (2 * i + u) * 7 + 2 * j + v;
+              const double val = xv[static_cast<std::size_t>(at)];
+              if (val > xv[static_cast<std::size_t>(best)] || std::isnan(val)) best = at;
+            }
+          const double expect_y = xv[static_cast<std::size_t>(best)];
+          const double got_y = yv[static_cast<std::size_t>((p * 2 + i) * 3 + j)];
+          CHECK((std::isnan(expect_y) ? std::isnan(got_y) : got_y == expect_y));
+          expect[static_cast<std::size_t>(best)] += static_cast<double>(p * 6 + i * 3 + j + 1);
+        }
+    CAPTURE(dt);
+    test::check_values(x.grad(), expect);
+  }
+}
+
+TEST_CASE("max_pool2d: the 2 x 2 path is twice differentiable (float64 gradcheck and gradgradcheck)") {
+  Generator gen(8);
+  Tensor x = randn({2, 3, 5, 6}, DType::f64, &gen).requires_grad_();
+  auto f = [](const std::vector<Tensor>& in) { return max_pool2d(in[0], 2); };
+  CHECK_GRADCHECK(gradcheck(f, {x}));
+  CHECK_GRADCHECK(gradgradcheck(f, {x}));
+}

@@ -4,9 +4,12 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <vector>
 
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/ops/pool_2x2.h"
 
 namespace ng {
 
@@ -127,41 +130,10 @@ void max_pool_plane(const T* xp, T* yp, std::int64_t* ip, std::int64_t H, std::i
     }
 }
 
-// The common 2 x 2, stride 2 window (every window inside the image) with the loops written
-// out, so that the compiler keeps the selects branch-free: ~1 ns per input element.
-template <class T>
-void max_pool_plane_2x2(const T* xp, T* yp, std::int64_t* ip, std::int64_t W, std::int64_t Ho, std::int64_t Wo) {
-  for (std::int64_t i = 0; i < Ho; ++i) {
-    const T* r0 = xp + 2 * i * W;  // the window's two input rows
-    const T* r1 = r0 + W;
-    const std::int64_t base = 2 * i * W;
-    for (std::int64_t j = 0; j < Wo; ++j) {
-      const T b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
-      T best = r0[2 * j];
-      std::int64_t off = 0;  // of the winner, from the window's top-left element
-      bool take = (b > best) | (b != b);
-      best = take ? b : best, off = take ? 1 : off;
-      take = (c > best) | (c != c);
-      best = take ? c : best, off = take ? W : off;
-      take = (d > best) | (d != d);
-      best = take ? d : best, off = take ? W + 1 : off;
-      yp[i * Wo + j] = best;
-      ip[i * Wo + j] = base + 2 * j + off;
-    }
-  }
-}
-
 template <class T>
 void max_pool_forward(const T* x, T* y, std::int64_t* idx, std::int64_t planes, std::int64_t H, std::int64_t W,
                       std::int64_t Ho, std::int64_t Wo, const PoolArgs& a) {
-  const bool two_by_two = a.k == Size2(2) && a.s == Size2(2) && a.dil == Size2(1) && a.pad == Size2(0) &&
-                          2 * Ho <= H && 2 * Wo <= W;
-  auto plane = [&](std::int64_t p) {
-    if (two_by_two)
-      max_pool_plane_2x2(x + p * H * W, y + p * Ho * Wo, idx + p * Ho * Wo, W, Ho, Wo);
-    else
-      max_pool_plane(x + p * H * W, y + p * Ho * Wo, idx + p * Ho * Wo, H, W, Ho, Wo, a);
-  };
+  auto plane = [&](std::int64_t p) { max_pool_plane(x + p * H * W, y + p * Ho * Wo, idx + p * Ho * Wo, H, W, Ho, Wo, a); };
   if (parallel_pool(planes, static_cast<double>(planes * Ho * Wo) * static_cast<double>(a.k.h) *
                                 static_cast<double>(a.k.w))) {
 #pragma omp parallel for
@@ -310,12 +282,37 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
   const std::int64_t planes = N * C;
   const Tensor xc = x4.detach().contiguous();
   Tensor y = empty(Shape{N, C, out.h, out.w}, x.dtype());
+  const Shape in_shape = x4.shape();
+  if (pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w)) {
+    // The winner of each window as a code 0..3 (pool_2x2.h), only if a gradient can be asked for.
+    const bool need_code = grad_enabled() && x.requires_grad();
+    auto code = std::make_shared<std::vector<std::int32_t>>(need_code ? static_cast<std::size_t>(y.numel()) : 0);
+    dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
+      using T = decltype(tag);
+      pool_2x2::forward<T>(xc.data<T>(), y.data<T>(), need_code ? code->data() : nullptr, planes, H, W,
+                           out.h, out.w);
+    });
+    y = record("max_pool2d", {x4}, y, [=](BackwardContext& ctx, const Tensor& g) -> Grads {
+      if (ctx.create_graph()) {  // through the differentiable scatter, with flat indices
+        Tensor idx = empty(g.shape(), DType::i64);
+        pool_2x2::to_flat_index(code->data(), idx.data<std::int64_t>(), planes, W, out.h, out.w);
+        return {max_pool_scatter(g, idx, in_shape)};
+      }
+      const Tensor gc = g.contiguous();
+      Tensor dx = empty(in_shape, gc.dtype());
+      dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
+        using T = decltype(tag);
+        pool_2x2::backward<T>(code->data(), gc.data<T>(), dx.data<T>(), planes, H, W, out.h, out.w);
+      });
+      return {dx};
+    });
+    return unbatch_like(y, x);
+  }
   Tensor argmax_idx = empty(y.shape(), DType::i64);  // saved for the backward
   dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
     using T = decltype(tag);
     max_pool_forward<T>(xc.data<T>(), y.data<T>(), argmax_idx.data<std::int64_t>(), planes, H, W, out.h, out.w, a);
   });
-  const Shape in_shape = x4.shape();
   // dx[p, argmax(p, i, j)] += gy[p, i, j]  (an op itself, so create_graph can differentiate it)
   y = record("max_pool2d", {x4}, y, [in_shape, argmax_idx](BackwardContext&, const Tensor& g) -> Grads {
     return {max_pool_scatter(g, argmax_idx, in_shape)};
