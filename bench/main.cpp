@@ -20,7 +20,9 @@
 // machine's memory bandwidth, measured here with a STREAM-like copy and triad. The model rows
 // start LibTorch from normgrad's initial parameters and print a check that both frameworks
 // compute the same losses.
+#include <malloc.h>
 #include <omp.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +30,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -73,6 +76,9 @@ struct Row {
   std::string shape;
   Builder ours;
   Builder torch;            // empty: no LibTorch counterpart in this build
+  // LibTorch's alternative forms of the same work (name, builder); when given, each is timed
+  // at each thread count and the fastest is the LibTorch column (instead of `torch`).
+  std::vector<std::pair<std::string, Builder>> torch_forms;
   std::string torch_note;   // what LibTorch runs, when it is not the same op
   double divide = 1;        // times are reported per `divide` (tiny_ops: per op)
   bool micro = false;       // report in microseconds instead of milliseconds
@@ -83,6 +89,7 @@ struct Row {
   std::function<void()> check;  // model rows: prints that both frameworks compute the same
   bool speedup = false;     // print the 2-thread vs 1-thread speedup
   bool peak_rss = false;    // not timed: peak resident memory of child processes, in MiB
+  bool contention = false;  // timed at the largest thread count only, while a busy process runs
 };
 
 struct Result {
@@ -96,6 +103,8 @@ struct Result {
   double ratio = 0;                   // median of per-round ratios (rows timed in alternation), else 0
   double ratio_q1 = 0, ratio_q3 = 0;  // their quartiles
   int rounds = 0;
+  double floor_s = 0;                 // the row's physical floor: FLOPs at the sgemm rate or bytes at triad
+  std::string floor_kind{};           // which of the two
   double normgrad_over_torch() const { return ratio > 0 ? ratio : ours / torch; }
   std::string ratio_text() const {
     return ratio > 0 ? fmt::format("{:.2f} ({:.2f}-{:.2f})", ratio, ratio_q1, ratio_q3)
@@ -217,6 +226,36 @@ Bandwidth measure_bandwidth(double min_time) {
       },
       1, 5, min_time, 20);
   return {2 * bytes / copy.median_s / 1e9, 3 * bytes / triad.median_s / 1e9};
+}
+
+// The sgemm rate of this machine at the current thread count: GFLOP/s of cblas_sgemm on
+// 1024 x 1024 x 1024 (the floor of the rows whose work is GEMM-shaped).
+double measure_sgemm_gflops(double min_time) {
+  constexpr int n = 1024;
+  const bench::Timing t = bench::measure(cblas_matmul(n), 2, 5, min_time);
+  return 2.0 * n * n * n / t.median_s / 1e9;
+}
+
+// A process that keeps one core busy for as long as it lives (the contention row): this
+// executable run with --busy-child, killed when the object goes out of scope.
+class BusyProcess {
+ public:
+  explicit BusyProcess(const std::string& exe);
+  ~BusyProcess();
+  BusyProcess(const BusyProcess&) = delete;
+  BusyProcess& operator=(const BusyProcess&) = delete;
+
+ private:
+  pid_t pid_ = -1;
+};
+
+int busy_child() {
+  // Spins until killed; gives up by itself after 30 minutes should the parent have died.
+  const auto end = std::chrono::steady_clock::now() + std::chrono::minutes(30);
+  volatile std::uint64_t sink = 0;
+  while (std::chrono::steady_clock::now() < end)
+    for (int i = 0; i < 10000000; ++i) sink = sink + 1;
+  return 0;
 }
 
 std::string fmt_time(double s, bool micro) {
@@ -400,6 +439,18 @@ std::string normgrad_only_exe() {
   return self;
 }
 
+BusyProcess::BusyProcess(const std::string& exe) {
+  std::string a0 = exe, a1 = "--busy-child";
+  char* argv[] = {a0.data(), a1.data(), nullptr};
+  if (posix_spawn(&pid_, exe.c_str(), nullptr, nullptr, argv, environ) != 0) pid_ = -1;
+}
+BusyProcess::~BusyProcess() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+}
+
 #ifdef NORMGRAD_WITH_TORCH
 // normgrad's parameters by name (the state_dict keys, which are PyTorch's), for LibTorch.
 torch_rows::NamedArrays export_params(const ng::nn::Module& m) {
@@ -451,6 +502,7 @@ std::function<void()> torch_threads(int n) {
 struct Target {
   std::string kind, row, shape;
   double limit = 0;
+  int threads = 0;  // optional fifth field: only at this thread count (0: at every one)
 };
 std::vector<Target> read_targets(const std::string& path) {
   std::ifstream in(path);
@@ -463,9 +515,12 @@ std::vector<Target> read_targets(const std::string& path) {
     std::istringstream fields(line);
     Target t;
     if (!(fields >> t.kind >> t.row >> t.shape >> t.limit) ||
-        (t.kind != "ratio" && t.kind != "bandwidth" && t.kind != "reference" && t.kind != "peak_rss" && t.kind != "speedup"))
-      throw std::runtime_error(fmt::format("normgrad_bench: {}:{}: expected 'kind row shape limit' with kind one of "
-                                           "ratio, bandwidth, reference, peak_rss, speedup: got '{}'", path, line_no, line));
+        (t.kind != "ratio" && t.kind != "bandwidth" && t.kind != "reference" && t.kind != "peak_rss" &&
+         t.kind != "speedup" && t.kind != "floor"))
+      throw std::runtime_error(fmt::format("normgrad_bench: {}:{}: expected 'kind row shape limit [threads]' with kind "
+                                           "one of ratio, bandwidth, reference, peak_rss, speedup, floor: got '{}'",
+                                           path, line_no, line));
+    if (!(fields >> t.threads)) t.threads = 0;
     out.push_back(t);
   }
   return out;
@@ -475,6 +530,17 @@ int main(int argc, char** argv) {
   // Hidden: the child process of cnn_peak_rss.
   if (argc == 6 && std::strcmp(argv[1], "--peak-child") == 0)
     return peak_child(argv[2], std::atoi(argv[3]), std::atoll(argv[4]), std::atoi(argv[5]));
+  // Hidden: the busy process of the contention row.
+  if (argc == 2 && std::strcmp(argv[1], "--busy-child") == 0) return busy_child();
+
+  // glibc gives every freed block above its mmap threshold back to the kernel, so a framework
+  // that allocates its activations with malloc pays page faults for them on every step, unless
+  // an earlier large free has raised the (adaptive) threshold. That made LibTorch's CNN rows
+  // bimodal: slow when run alone, fast after the normalization rows. A LibTorch user who cares
+  // about speed removes this (PyTorch's CPU tuning guide recommends jemalloc or tcmalloc); here
+  // the threshold is fixed at its maximum for the whole process, so LibTorch always runs in its
+  // fast mode. normgrad keeps its large buffers in its own pool (autograd/pool.h) either way.
+  const bool mallopt_ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 256 << 20) == 1;
 
   std::vector<int> thread_counts{1, 2};
   double min_time = 0.5;
@@ -505,6 +571,7 @@ int main(int argc, char** argv) {
   fmt::print("normgrad benchmark (float32; medians of repetitions after warm-up)\n");
   fmt::print("OPENBLAS_CORETYPE={} (OpenBLAS core: {}; config: {})\n", coretype ? coretype : "(unset)",
              openblas_get_corename(), openblas_get_config());
+  fmt::print("malloc: mmap threshold 32 MiB, trim threshold 256 MiB ({})\n", mallopt_ok ? "set" : "mallopt FAILED");
 #ifdef NORMGRAD_WITH_TORCH
   fmt::print("LibTorch {} in the same process (same OpenMP runtime and environment)\n", torch_rows::version());
 #else
@@ -609,7 +676,10 @@ int main(int argc, char** argv) {
     r.speedup = true;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [] { return export_params(*Cnn().net); };
-    r.torch = [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); };
+    r.torch_forms = {
+        {"NCHW", [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); }},
+        {"channels_last",
+         [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)), true)); }}};
     r.check = [init] {
       print_check("cnn_step", "loss of steps 1-3", ng_cnn_step(kCnnBatch),
                   torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch))), 3);
@@ -622,17 +692,42 @@ int main(int argc, char** argv) {
     r.flops = 2 * kCnnFwdMacs * kCnnEvalBatch;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [] { return export_params(*Cnn().net); };
-    r.torch = [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)))); };
+    r.torch_forms = {
+        {"NCHW", [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)))); }},
+        {"channels_last",
+         [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)), true)); }}};
     r.check = [init] {
       print_check("cnn_eval", "sum of the logits", ng_cnn_eval(kCnnEvalBatch),
                   torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch))), 1);
     };
 #endif
   }
+  {
+    // cnn_step again at the largest thread count, while another process keeps one core busy:
+    // how gracefully each framework shares the machine (its speed against its own 1-thread time).
+    Row& r = add_row("cnn_step_busy", fmt::format("batch {}, 1 busy process", kCnnBatch),
+                     [] { return as_work(ng_cnn_step(kCnnBatch)); });
+    r.flops = 2 * kCnnStepMacs * kCnnBatch;
+    r.contention = true;
+#ifdef NORMGRAD_WITH_TORCH
+    const auto init = [] { return export_params(*Cnn().net); };
+    r.torch_forms = {
+        {"NCHW", [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); }},
+        {"channels_last",
+         [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)), true)); }}};
+#endif
+  }
+  // GEMM work of the LSTM rows (the classifier reads the last hidden state): per step the gates
+  // take N x 4H x (F + H) multiply-adds, N = 64, F = 28, H = 128, 28 steps: 143,130,624 forward.
+  // A training step adds the weight gradients (as many) and the hidden state's input gradient
+  // (N x 4H x H per step: 117,440,512; the images need none), plus Linear(128, 10) three times
+  // (245,760): 403,947,520 multiply-adds. The LayerNorm-LSTM has the same GEMMs.
+  constexpr double kLstmStepMacs = 143130624.0 * 2 + 117440512.0 + 245760.0;
   for (const bool layer_norm : {true, false}) {
     const std::string name = layer_norm ? "lnlstm_step" : "lstm_step";
     [[maybe_unused]] Row& r = add_row(name, fmt::format("({},28,28) H={}", kRnnBatch, kRnnHidden),
                      [layer_norm] { return as_work(ng_lstm_step(layer_norm)); });
+    r.flops = 2 * kLstmStepMacs;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [layer_norm] { return export_params(*Rnn(layer_norm).net); };
     r.torch = [init, layer_norm] {
@@ -658,6 +753,11 @@ int main(int argc, char** argv) {
     // 4 GEMMs of 2 B H L^2 D FLOPs each in the backward (dV, dP, dQ, dK), 2 in the forward.
     a.flops = 6 * 2.0 * at::kBatch * at::kHeads * at::kLen * at::kLen * at::kHeadDim;
     [[maybe_unused]] Row& g = add_row("gpt_step", "post-LN 2x64, batch 32x64", [] { return as_work(at::ng_gpt_step()); });
+    // GEMM work per token and layer: q, k, v and out projections 4 d^2, feed-forward 2 d 256,
+    // attention scores and their use 2 L d (full L x L, as LibTorch's composite computes it):
+    // 57,344 multiply-adds; 2 layers and the head (d x vocab = 6,144): 120,832 per token, times
+    // 32 x 64 tokens, forward; a training step 3x (every input needs its gradient).
+    g.flops = 2.0 * 3 * 120832.0 * 32 * 64;
 #ifdef NORMGRAD_WITH_TORCH
     a.torch = [] { return torch_rows::attention_fb(at::kBatch, at::kHeads, at::kLen, at::kHeadDim); };
     a.torch_note = "LibTorch 1.13 has no fused attention: matmul, masked_fill(-inf), softmax, matmul and its autograd";
@@ -680,13 +780,20 @@ int main(int argc, char** argv) {
   // ---- run ----
   std::vector<Result> results;
   std::vector<Bandwidth> bandwidth(thread_counts.size());
-  const bool any_norm = wanted("bn2d_fb") || wanted("ln_fb") || wanted("gn_fb") || wanted("rms_fb");
-  if (wanted("bandwidth") || any_norm) {
-    for (std::size_t k = 0; k < thread_counts.size(); ++k) {
-      bench::set_threads(thread_counts[k]);
+  std::vector<double> sgemm_gflops(thread_counts.size(), 0.0);
+  bool any_bytes = wanted("bandwidth"), any_flops = false;
+  for (const Row& r : rows)
+    if (wanted(r.name)) any_bytes |= r.bytes > 0, any_flops |= r.flops > 0;
+  for (std::size_t k = 0; k < thread_counts.size(); ++k) {
+    bench::set_threads(thread_counts[k]);
+    if (any_bytes) {
       bandwidth[k] = measure_bandwidth(min_time);
       fmt::print("memory bandwidth, {} thread(s): copy {:.1f} GB/s, triad {:.1f} GB/s (3 x 512 MB arrays)\n",
                  thread_counts[k], bandwidth[k].copy, bandwidth[k].triad);
+    }
+    if (any_flops) {
+      sgemm_gflops[k] = measure_sgemm_gflops(min_time);
+      fmt::print("sgemm, {} thread(s): {:.1f} GFLOP/s (cblas_sgemm 1024^3)\n", thread_counts[k], sgemm_gflops[k]);
     }
   }
   std::fflush(stdout);
@@ -730,13 +837,34 @@ int main(int argc, char** argv) {
       row.check();
     }
     Work ours = row.ours();
-    Work theirs = row.torch ? row.torch() : Work();
+    std::vector<std::pair<std::string, Work>> forms;  // LibTorch's: one, or the alternatives
+    if (row.torch) forms.emplace_back("", row.torch());
+    for (const auto& [form, build] : row.torch_forms) forms.emplace_back(form, build());
     Work ref = row.reference ? row.reference() : Work();
     if (!row.torch_note.empty()) fmt::print("note: {}: {}\n", row.name, row.torch_note);
+    const int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());
     for (std::size_t k = 0; k < thread_counts.size(); ++k) {
       const int t = thread_counts[k];
+      if (row.contention && t != max_threads) continue;
+      std::optional<BusyProcess> busy;
+      if (row.contention) busy.emplace(self_exe());
       Result r{.name = row.name, .shape = row.shape, .threads = t, .row = &row};
       bench::set_threads(t);
+      Work theirs = forms.empty() ? Work() : forms.front().second;
+#ifdef NORMGRAD_WITH_TORCH
+      if (forms.size() > 1) {
+        // LibTorch's fastest form at this thread count: each warmed up (5 runs), then timed.
+        std::string tried;
+        double best = 0;
+        for (const auto& [form, work] : forms) {
+          torch_threads(t)();
+          const double m = bench::measure(work, 5, 5, min_time).median_s;
+          tried += fmt::format("{}{} {}", tried.empty() ? "" : ", ", form, fmt_time(m, row.micro));
+          if (best == 0 || m < best) best = m, theirs = work, r.note = form;
+        }
+        r.note = fmt::format("LibTorch form: {} (fastest of {})", r.note, tried);
+      }
+#endif
 #ifdef NORMGRAD_WITH_TORCH
       if (theirs) {  // in alternation, see bench::measure_pair
         const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), theirs, torch_threads(t), 5, 2 * min_time);
@@ -756,14 +884,17 @@ int main(int argc, char** argv) {
         r.reference = p.b.median_s / row.divide;
         r.over_reference = p.ratio;
       }
+      auto add_note = [&r](const std::string& text) { r.note += (r.note.empty() ? "" : "; ") + text; };
+      if (row.flops > 0 && sgemm_gflops[k] > 0) r.floor_s = row.flops / (sgemm_gflops[k] * 1e9), r.floor_kind = "FLOPs at sgemm";
+      if (row.bytes > 0 && bandwidth[k].triad > 0) r.floor_s = row.bytes / (bandwidth[k].triad * 1e9), r.floor_kind = "bytes at triad";
       if (row.flops > 0) {
-        r.note = fmt::format("GFLOP/s: normgrad {:.1f}", row.flops / r.ours / 1e9);
+        add_note(fmt::format("GFLOP/s: normgrad {:.1f}", row.flops / r.ours / 1e9));
         if (r.torch > 0) r.note += fmt::format(", LibTorch {:.1f}", row.flops / r.torch / 1e9);
         if (r.reference > 0) r.note += fmt::format(", cblas_sgemm {:.1f}", row.flops / r.reference / 1e9);
       }
       if (row.bytes > 0) {
         const double bw = bandwidth[k].triad * 1e9;
-        r.note = fmt::format("of triad BW: normgrad {:.0f}%", 100 * row.bytes / r.ours / bw);
+        add_note(fmt::format("of triad BW: normgrad {:.0f}%", 100 * row.bytes / r.ours / bw));
         if (r.torch > 0) r.note += fmt::format(", LibTorch {:.0f}%", 100 * row.bytes / r.torch / bw);
       }
       if (row.speedup && t > 1) {
@@ -782,6 +913,19 @@ int main(int argc, char** argv) {
         }
 #endif
         bench::set_threads(t);
+      }
+      if (row.contention) {
+        // each framework's speed here against its own 1-thread cnn_step time of this run
+        for (const auto& q : results)
+          if (q.name == "cnn_step" && q.threads == 1) {
+            add_note(fmt::format("speed kept vs its own 1 thread alone: normgrad {:.2f}x", q.ours / r.ours));
+            if (r.torch > 0 && q.torch > 0) r.note += fmt::format(", LibTorch {:.2f}x", q.torch / r.torch);
+          }
+      }
+      if (r.floor_s > 0) {
+        const std::string of_floor = fmt::format("{:.0f}%", 100 * r.floor_s / r.ours);
+        fmt::print("{} floor ({}): {} -> normgrad at {}{}\n", r.name, r.floor_kind, fmt_time(r.floor_s, row.micro),
+                   of_floor, r.torch > 0 ? fmt::format(", LibTorch at {:.0f}%", 100 * r.floor_s / r.torch) : "");
       }
       fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)
@@ -848,6 +992,13 @@ int main(int argc, char** argv) {
         if (const Result* r = find(tg.row, shape, t); r && r->torch > 0)
           add_target(fmt::format("{} <= {:.2f} x LibTorch's", tg.row, tg.limit), t,
                      fmt::format("{:.1f} vs {:.1f} MiB", r->ours, r->torch), r->ours <= tg.limit * r->torch, "");
+    } else if (tg.kind == "floor") {
+      for (const int t : thread_counts)
+        if (const Result* r = find(tg.row, shape, t); r && r->floor_s > 0 && (tg.threads == 0 || tg.threads == t)) {
+          const double frac = r->floor_s / r->ours;
+          add_target(fmt::format("{} >= {:.0f}% of its floor ({})", tg.row, 100 * tg.limit, r->floor_kind), t,
+                     fmt::format("{:.0f}%", 100 * frac), frac >= tg.limit, "");
+        }
     } else if (tg.kind == "speedup") {
       if (const Result* two = find(tg.row, shape, 2); two && two->speedup > 0) {
         const double v = two->speedup;
@@ -861,16 +1012,24 @@ int main(int argc, char** argv) {
   // ---- markdown table (scripts/bench.sh puts it into docs/benchmarks.md) ----
   if (!markdown.empty()) {
     std::string md;
-    md += "| row | shape | threads | normgrad | LibTorch | normgrad / LibTorch | notes |\n";
-    md += "| --- | --- | ---: | ---: | ---: | ---: | --- |\n";
+    md += "| row | shape | threads | normgrad | LibTorch | normgrad / LibTorch | floor: normgrad, LibTorch at | notes |\n";
+    md += "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |\n";
     for (const auto& r : results) {
       const bool micro = r.row->micro;
       const std::string unit = micro ? " per op" : "";
-      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} |\n", r.name, r.shape, r.threads, fmt_value(*r.row, r.ours),
-                        unit, r.torch > 0 ? fmt_value(*r.row, r.torch) : "-",
-                        r.torch > 0 ? r.ratio_text() : "-", r.note);
+      std::string floor = "-";
+      if (r.floor_s > 0)
+        floor = fmt::format("{} ({}): {:.0f}%{}", fmt_time(r.floor_s, micro), r.floor_kind, 100 * r.floor_s / r.ours,
+                            r.torch > 0 ? fmt::format(", {:.0f}%", 100 * r.floor_s / r.torch) : "");
+      md += fmt::format("| {} | {} | {} | {}{} | {} | {} | {} | {} |\n", r.name, r.shape, r.threads,
+                        fmt_value(*r.row, r.ours), unit, r.torch > 0 ? fmt_value(*r.row, r.torch) : "-",
+                        r.torch > 0 ? r.ratio_text() : "-", floor, r.note);
     }
     md += "\n";
+    for (std::size_t k = 0; k < thread_counts.size(); ++k)
+      if (sgemm_gflops[k] > 0)
+        md += fmt::format("- sgemm, {} thread(s): {:.1f} GFLOP/s (cblas_sgemm on 1024 x 1024 x 1024, measured at the start).\n",
+                          thread_counts[k], sgemm_gflops[k]);
     for (std::size_t k = 0; k < thread_counts.size(); ++k)
       if (bandwidth[k].triad > 0)
         md += fmt::format("- Memory bandwidth, {} thread(s): copy {:.1f} GB/s, triad {:.1f} GB/s (STREAM-like, 3 x 512 MB arrays).\n",

@@ -201,12 +201,24 @@ TORCH_MODULE(SequenceClassifier);
 
 }  // namespace
 
-std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch) {
+// channels_last: the 4-d weights and the images in NHWC order (torch.channels_last), the layout
+// oneDNN's convolutions prefer on some CPUs; the bench tries both and keeps the faster.
+void to_channels_last(torch::nn::Module& net, torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : net.parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+  x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+}
+
+std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch, bool channels_last) {
   torch::nn::Sequential net = make_cnn();
   load_params(*net, init);
   net->train();
+  torch::Tensor x = images(batch);
+  const torch::Tensor y = labels(batch);
+  if (channels_last) to_channels_last(*net, x);
+  // the optimizer after the layout change: it holds the parameters (their data may be replaced)
   auto opt = std::make_shared<torch::optim::SGD>(net->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
-  const torch::Tensor x = images(batch), y = labels(batch);
   return [net, opt, x, y]() mutable {
     grads_to_none(*net);
     torch::Tensor loss = torch::nn::functional::cross_entropy(net->forward(x), y);
@@ -216,13 +228,14 @@ std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch) {
   };
 }
 
-std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch) {
+std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch, bool channels_last) {
   torch::nn::Sequential net = make_cnn();
   load_params(*net, init);
   net->eval();
-  const torch::Tensor x = images(batch);
+  torch::Tensor x = images(batch);
+  if (channels_last) to_channels_last(*net, x);
   return [net, x]() mutable {
-    torch::NoGradGuard no_grad;
+    c10::InferenceMode inference;  // no autograd bookkeeping at all (stronger than NoGradGuard)
     return net->forward(x).sum().item<double>();
   };
 }

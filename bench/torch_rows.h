@@ -48,10 +48,11 @@ struct Batch {
 // every parameter is overwritten by `init` (by name; an empty `init` keeps LibTorch's own
 // initialization). One call of the returned closure is one training step on `batch`:
 // gradients set to none, forward (training mode), cross-entropy (mean), backward, SGD step
-// (lr 0.05, momentum 0.9). Returns that step's loss.
-std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch);
-// The same model in eval mode under torch::NoGradGuard: forward only; returns the sum of the logits.
-std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch);
+// (lr 0.05, momentum 0.9). Returns that step's loss. channels_last: the conv weights and the
+// images in torch.channels_last (NHWC) memory format, LibTorch's alternative layout.
+std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch, bool channels_last = false);
+// The same model in eval mode under c10::InferenceMode: forward only; returns the sum of the logits.
+std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch, bool channels_last = false);
 // demo::SequenceClassifier: the 28 image rows as 28 time steps of 28 features, a one-layer
 // LSTM with hidden size `hidden` (batch first), Linear(hidden, 10) on the last hidden state.
 // layer_norm = false: torch::nn::LSTM. layer_norm = true: the LayerNorm-LSTM of
