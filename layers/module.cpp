@@ -2,8 +2,13 @@
 
 #include <algorithm>
 #include <set>
+#include <typeinfo>
 
 #include <fmt/ranges.h>
+
+#include "autograd/ops/pool.h"
+#include "layers/activation.h"
+#include "layers/pool.h"
 
 namespace ng::nn {
 
@@ -156,9 +161,20 @@ void Sequential::child_replaced(const std::string& name, const std::shared_ptr<M
   layers_.at(std::stoul(name)) = m;  // children are named "0", "1", ... after their index
 }
 
+// A ReLU followed by a MaxPool2d runs as one op, relu_max_pool2d (autograd/ops/pool.h): the
+// same values and gradients as the two in turn (ReLU and max commute), with one pass over the
+// activations fewer in the forward and in the backward. Every other child runs on its own.
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& m : layers_) h = m->forward(h);
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    if (i + 1 < layers_.size() && typeid(*layers_[i]) == typeid(ReLU) && typeid(*layers_[i + 1]) == typeid(MaxPool2d)) {
+      const auto& pool = static_cast<const MaxPool2d&>(*layers_[i + 1]);
+      h = relu_max_pool2d(h, pool.kernel_size, pool.stride, pool.padding, pool.dilation, pool.ceil_mode);
+      ++i;
+      continue;
+    }
+    h = layers_[i]->forward(h);
+  }
   return h;
 }
 

@@ -135,3 +135,24 @@ TEST_CASE("nn::gradcheck: reports name parameters by their state_dict keys, floa
   r = nn::gradcheck(*net, test::rnd({2, 3}, 1, false));
   CHECK(r.to_string().find("  input [2, 3]: not checked (does not require grad)") != std::string::npos);
 }
+
+TEST_CASE("Sequential: a ReLU followed by a MaxPool2d (run as relu_max_pool2d) gives what the children give one by one") {
+  auto net = small_cnn(3);
+  Generator g(9);
+  const Tensor xin = randn({3, 1, 6, 6}, DType::f32, &g);
+  Tensor x1 = xin.detach().requires_grad_(), x2 = xin.detach().requires_grad_();
+  Tensor y1 = net->forward(x1);
+  sum(mul(y1, y1)).backward();
+  std::vector<Tensor> grads1;
+  for (const auto& p : net->parameters()) grads1.push_back(p.grad().detach().contiguous());
+  net->zero_grad();
+  Tensor h = x2;
+  for (std::size_t i = 0; i < net->size(); ++i) h = (*net)[i].forward(h);  // each child on its own
+  sum(mul(h, h)).backward();
+  // bit for bit: the same arithmetic, in one op instead of two
+  auto same = [](const Tensor& a, const Tensor& b) { return a.to_vector() == b.to_vector(); };
+  CHECK(same(y1, h));
+  CHECK(same(x1.grad(), x2.grad()));
+  std::size_t k = 0;
+  for (const auto& p : net->parameters()) CHECK(same(grads1[k++], p.grad()));
+}

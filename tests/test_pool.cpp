@@ -227,3 +227,58 @@ TEST_CASE("max_pool2d: the 2 x 2 path is twice differentiable (float64 gradcheck
   CHECK_GRADCHECK(gradcheck(f, {x}));
   CHECK_GRADCHECK(gradgradcheck(f, {x}));
 }
+
+TEST_CASE("relu keeps NaN and lets the gradient through it, as PyTorch; -0 gives +0") {
+  for (const DType dt : {DType::f32, DType::f64}) {
+    Tensor x = from_vector({-1.0, -0.0, 0.0, 2.0, std::nan("")}, {5}, dt).requires_grad_();
+    Tensor y = relu(x);
+    const auto v = y.to_vector();
+    CHECK(v[0] == 0.0);
+    CHECK((v[1] == 0.0 && !std::signbit(v[1])));
+    CHECK(v[2] == 0.0);
+    CHECK(v[3] == 2.0);
+    CHECK(std::isnan(v[4]));
+    sum(mul(y, from_vector({1, 2, 3, 4, 5}, {5}, dt))).backward();
+    test::check_values(x.grad(), {0, 0, 0, 4, 5});  // threshold_backward: g where the output is not <= 0
+  }
+}
+
+TEST_CASE("relu_max_pool2d equals max_pool2d(relu(x)) in values and gradients: ties, NaNs, odd sizes, fallbacks") {
+  // values in {-1, 0, 1, 2, NaN}: windows entirely <= 0 (gradient 0), ties, NaNs
+  Generator gen(21);
+  std::vector<double> xv(2 * 3 * 7 * 9);
+  for (double& v : xv) {
+    const auto r = gen.randint(0, 9);
+    v = r == 8 ? std::nan("") : static_cast<double>(r % 4) - 1.0;
+  }
+  struct Case {
+    Size2 k, s, p;
+  };
+  for (const DType dt : {DType::f64, DType::f32})
+    for (const Case c : {Case{2, 2, 0}, Case{3, 1, 0}, Case{3, 2, 1}}) {  // the 2 x 2 path, then composed
+      CAPTURE(dt);
+      CAPTURE(c.k.h);
+      Tensor x1 = from_vector(xv, {2, 3, 7, 9}, dt).requires_grad_();
+      Tensor x2 = from_vector(xv, {2, 3, 7, 9}, dt).requires_grad_();
+      Tensor y1 = relu_max_pool2d(x1, c.k, c.s, c.p);
+      Tensor y2 = max_pool2d(relu(x2), c.k, c.s, c.p);
+      REQUIRE(y1.shape() == y2.shape());
+      const auto v1 = y1.to_vector(), v2 = y2.to_vector();
+      for (std::size_t i = 0; i < v1.size(); ++i) CHECK((v1[i] == v2[i] || (std::isnan(v1[i]) && std::isnan(v2[i]))));
+      Tensor w = add(arange(y1.numel(), dt).reshape(y1.shape()), full({1}, 1.0, dt));
+      sum(mul(y1, w)).backward();
+      sum(mul(y2, w)).backward();
+      test::check_values(x1.grad(), x2.grad().to_vector());
+    }
+  // unbatched (C, H, W)
+  Tensor x3 = from_vector(std::vector<double>(xv.begin(), xv.begin() + 3 * 7 * 9), {3, 7, 9}, DType::f64);
+  CHECK(relu_max_pool2d(x3, 2).shape() == Shape{3, 3, 4});
+}
+
+TEST_CASE("relu_max_pool2d: float64 gradcheck and gradgradcheck") {
+  Generator gen(4);
+  Tensor x = randn({2, 2, 4, 6}, DType::f64, &gen).requires_grad_();
+  auto f = [](const std::vector<Tensor>& in) { return relu_max_pool2d(in[0], 2); };
+  CHECK_GRADCHECK(gradcheck(f, {x}));
+  CHECK_GRADCHECK(gradgradcheck(f, {x}));
+}

@@ -255,17 +255,19 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 // ---- activations ------------------------------------------------------------------------
 
 Tensor relu(const Tensor& a) {
-  Tensor out = unary_forward(a, "relu", [](auto x) { return x > 0 ? x : decltype(x)(0); });
-  // d relu(a)/da = 1 where a > 0 (0 at 0, as PyTorch)
+  // max(x, 0) with NaN kept (as PyTorch: relu(NaN) = NaN); -0 gives +0
+  Tensor out = unary_forward(a, "relu", [](auto x) { return (x > 0) | (x != x) ? x : decltype(x)(0); });
+  // d relu(a)/da = 1 where the output is not <= 0 (0 at 0, and g passes at NaN, as PyTorch's
+  // threshold_backward)
   return record(
       "relu", {a}, out,
       [](BackwardContext& ctx, const Tensor& g) -> Grads {
         const Tensor y = ctx.output().detach();
-        // First order: one pass, dx = g where y > 0, else 0 (no mask tensor). Under create_graph
-        // the same product is recorded (linear in g, the mask a constant).
+        // First order: one pass, dx = g where y is not <= 0, else 0 (no mask tensor). Under
+        // create_graph the same product is recorded (linear in g, the mask a constant).
         if (!ctx.create_graph())
-          return {binary_forward(g, y, "relu", [](auto gi, auto yi) { return yi > 0 ? gi : decltype(gi)(0); })};
-        Tensor on = unary_forward(y, "relu", [](auto x) { return x > 0 ? 1 : 0; });
+          return {binary_forward(g, y, "relu", [](auto gi, auto yi) { return !(yi <= 0) ? gi : decltype(gi)(0); })};
+        Tensor on = unary_forward(y, "relu", [](auto x) { return !(x <= 0) ? 1 : 0; });
         return {mul(g, on)};
       },
       SaveOutput::yes);

@@ -273,8 +273,24 @@ Tensor unbatch_like(const Tensor& y, const Tensor& x) { return x.dim() == 3 ? sq
 
 }  // namespace
 
-Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, Size2 dilation,
-                  bool ceil_mode) {
+namespace {
+
+// 1 where y is not <= 0 (NaN included), else 0: the ReLU's gradient mask, as a constant.
+Tensor not_le0(const Tensor& y) {
+  Tensor m = empty(y.shape(), y.dtype());
+  dispatch_float(y.dtype(), "relu_max_pool2d", [&](auto tag) {
+    using T = decltype(tag);
+    const T* yp = y.data<T>();
+    T* mp = m.data<T>();
+    for (std::int64_t i = 0; i < y.numel(); ++i) mp[i] = !(yp[i] <= 0) ? T(1) : T(0);
+  });
+  return m;
+}
+
+// max_pool2d, and relu_max_pool2d when with_relu (only on the 2 x 2 path; the caller composes
+// otherwise).
+Tensor max_pool2d_impl(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, Size2 dilation,
+                       bool ceil_mode, bool with_relu) {
   const Tensor x4 = as_batched(x, "max_pool2d");
   const PoolArgs a{kernel, stride.value_or(kernel), padding, dilation, ceil_mode};
   const Size2 out = check_pool("max_pool2d", x4, x, a);
@@ -283,6 +299,8 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
   const Tensor xc = x4.detach().contiguous();
   Tensor y = empty(Shape{N, C, out.h, out.w}, x.dtype());
   const Shape in_shape = x4.shape();
+  if (!pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w) && with_relu)
+    return max_pool2d_impl(relu(x), kernel, stride, padding, dilation, ceil_mode, false);  // composed
   if (pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w)) {
     // The winner of each window as a code 0..3 (pool_2x2.h), only if a gradient can be asked for.
     const bool need_code = grad_enabled() && x.requires_grad();
@@ -290,22 +308,30 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
     dispatch_float(x.dtype(), "max_pool2d", [&](auto tag) {
       using T = decltype(tag);
       pool_2x2::forward<T>(xc.data<T>(), y.data<T>(), need_code ? code->data() : nullptr, planes, H, W,
-                           out.h, out.w);
+                           out.h, out.w, with_relu);
     });
-    y = record("max_pool2d", {x4}, y, [=](BackwardContext& ctx, const Tensor& g) -> Grads {
-      if (ctx.create_graph()) {  // through the differentiable scatter, with flat indices
-        Tensor idx = empty(g.shape(), DType::i64);
-        pool_2x2::to_flat_index(code->data(), idx.data<std::int64_t>(), planes, W, out.h, out.w);
-        return {max_pool_scatter(g, idx, in_shape)};
-      }
-      const Tensor gc = g.contiguous();
-      Tensor dx = empty(in_shape, gc.dtype());
-      dispatch_float(gc.dtype(), "max_pool2d", [&](auto tag) {
-        using T = decltype(tag);
-        pool_2x2::backward<T>(code->data(), gc.data<T>(), dx.data<T>(), planes, H, W, out.h, out.w);
-      });
-      return {dx};
-    });
+    const char* op = with_relu ? "relu_max_pool2d" : "max_pool2d";
+    y = record(
+        op, {x4}, y,
+        [=](BackwardContext& ctx, const Tensor& g) -> Grads {
+          // relu_max_pool2d: g passes where the output is not <= 0 (the ReLU's mask, a constant)
+          const Tensor y_out = with_relu ? ctx.output().detach() : Tensor();
+          if (ctx.create_graph()) {  // through the differentiable scatter, with flat indices
+            Tensor idx = empty(g.shape(), DType::i64);
+            pool_2x2::to_flat_index(code->data(), idx.data<std::int64_t>(), planes, W, out.h, out.w);
+            const Tensor gm = with_relu ? mul(g, not_le0(y_out)) : g;
+            return {max_pool_scatter(gm, idx, in_shape)};
+          }
+          const Tensor gc = g.contiguous();
+          Tensor dx = empty(in_shape, gc.dtype());
+          dispatch_float(gc.dtype(), op, [&](auto tag) {
+            using T = decltype(tag);
+            pool_2x2::backward<T>(code->data(), gc.data<T>(), dx.data<T>(), planes, H, W, out.h, out.w,
+                                  with_relu ? y_out.data<T>() : nullptr);
+          });
+          return {dx};
+        },
+        with_relu ? SaveOutput::yes : SaveOutput::no);
     return unbatch_like(y, x);
   }
   Tensor argmax_idx = empty(y.shape(), DType::i64);  // saved for the backward
@@ -318,6 +344,18 @@ Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Si
     return {max_pool_scatter(g, argmax_idx, in_shape)};
   });
   return unbatch_like(y, x);
+}
+
+}  // namespace
+
+Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, Size2 dilation,
+                  bool ceil_mode) {
+  return max_pool2d_impl(x, kernel, stride, padding, dilation, ceil_mode, false);
+}
+
+Tensor relu_max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, Size2 dilation,
+                       bool ceil_mode) {
+  return max_pool2d_impl(x, kernel, stride, padding, dilation, ceil_mode, true);
 }
 
 Tensor avg_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride, Size2 padding, bool ceil_mode,

@@ -18,6 +18,12 @@ namespace ng {
 Tensor max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride = std::nullopt, Size2 padding = 0,
                   Size2 dilation = 1, bool ceil_mode = false);
 
+// max_pool2d(relu(x), ...) in one op: the same values and gradients (ReLU and max commute), in
+// one pass over x on the 2 x 2, stride 2 path (ops/pool_2x2.h); other windows compose the two.
+// Sequential runs a ReLU followed by a MaxPool2d through it.
+Tensor relu_max_pool2d(const Tensor& x, Size2 kernel, std::optional<Size2> stride = std::nullopt, Size2 padding = 0,
+                       Size2 dilation = 1, bool ceil_mode = false);
+
 // y = (sum over the window of x, zeros in the padding) / divisor, where divisor is the window
 // size including padding (count_include_pad = true, PyTorch's default) or only the in-image
 // elements (false). The gradient spreads g / divisor over the window.

@@ -20,6 +20,11 @@
 //          or  neither is NaN and (y > x, or y == x and Y's position is earlier).
 // Both loops run over same-width elements (T and a 32-bit code), so the compiler vectorizes
 // them with full-width vectors.
+//
+// With relu = true the output is relu(max) = max(relu) (both maps are monotone, and a NaN
+// stays NaN through either): relu_max_pool2d, a ReLU followed by this pooling in one pass.
+// The gradient is the same as through the two: g at the winner if the output is not <= 0
+// (a window whose max is <= 0 gives 0 after the ReLU, and so does its gradient).
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -46,10 +51,17 @@ inline bool takes(T b, T a) {
 // Planes go through in blocks whose vertical maxima (and column codes) stay in cache.
 constexpr std::int64_t kBlockElems = 1 << 13;
 
-// y (planes, Ho, Wo) from x (planes, H, W); code (planes, Ho, Wo) too unless it is null.
+// relu(y) as relu_max_pool2d does (relu(NaN) = NaN).
+template <class T>
+inline T relu(T v) {
+  return (v > 0) | (v != v) ? v : T(0);
+}
+
+// y (planes, Ho, Wo) from x (planes, H, W), then relu(y) if `with_relu`; code (planes, Ho,
+// Wo) too unless it is null.
 template <class T>
 void forward(const T* x, T* y, std::int32_t* code, std::int64_t planes, std::int64_t H, std::int64_t W,
-             std::int64_t Ho, std::int64_t Wo) {
+             std::int64_t Ho, std::int64_t Wo, bool with_relu = false) {
   const std::int64_t vrow = 2 * Wo;  // the columns that belong to a window
   const std::int64_t per_block = std::max<std::int64_t>(1, kBlockElems / (Ho * vrow));
   const std::int64_t blocks = (planes + per_block - 1) / per_block;
@@ -81,24 +93,28 @@ void forward(const T* x, T* y, std::int32_t* code, std::int64_t planes, std::int
     if (!cb) {  // values only (no gradient needed): any grouping of the max gives them
 #pragma omp simd
       for (std::int64_t m = 0; m < n; ++m) yb[m] = takes(v[2 * m + 1], v[2 * m]) ? v[2 * m + 1] : v[2 * m];
-      return;
-    }
+    } else {
 #pragma omp simd
-    for (std::int64_t m = 0; m < n; ++m) {
-      const T vx = v[2 * m], vy = v[2 * m + 1];
-      const std::int32_t px = 2 * bottom[2 * m], py = 1 + 2 * bottom[2 * m + 1];
-      const bool nan_x = vx != vx, nan_y = vy != vy;
-      const bool y_wins = nan_y ? (!nan_x || py > px) : (!nan_x && (vy > vx || (vy == vx && py < px)));
-      yb[m] = y_wins ? vy : vx;
-      cb[m] = y_wins ? py : px;
+      for (std::int64_t m = 0; m < n; ++m) {
+        const T vx = v[2 * m], vy = v[2 * m + 1];
+        const std::int32_t px = 2 * bottom[2 * m], py = 1 + 2 * bottom[2 * m + 1];
+        const bool nan_x = vx != vx, nan_y = vy != vy;
+        const bool y_wins = nan_y ? (!nan_x || py > px) : (!nan_x && (vy > vx || (vy == vx && py < px)));
+        yb[m] = y_wins ? vy : vx;
+        cb[m] = y_wins ? py : px;
+      }
     }
+    if (with_relu)
+#pragma omp simd
+      for (std::int64_t m = 0; m < n; ++m) yb[m] = relu(yb[m]);
   });
 }
 
-// dx (planes, H, W) from g (planes, Ho, Wo) and the forward's codes; every dx element is written.
+// dx (planes, H, W) from g (planes, Ho, Wo) and the forward's codes; every dx element is
+// written. y: null, or relu_max_pool2d's output, which lets g through only where it is not <= 0.
 template <class T>
 void backward(const std::int32_t* code, const T* g, T* dx, std::int64_t planes, std::int64_t H, std::int64_t W,
-              std::int64_t Ho, std::int64_t Wo) {
+              std::int64_t Ho, std::int64_t Wo, const T* y = nullptr) {
   detail::parallel_for(planes, planes * H * W > detail::kParallelGrain, [&](std::int64_t p) {
     T* dp = dx + p * H * W;
     std::fill(dp, dp + H * W, T(0));
@@ -106,7 +122,12 @@ void backward(const std::int32_t* code, const T* g, T* dx, std::int64_t planes, 
       T* d0 = dp + 2 * i * W;  // the window row's top-left
       const T* gr = g + (p * Ho + i) * Wo;
       const std::int32_t* cr = code + (p * Ho + i) * Wo;
-      for (std::int64_t j = 0; j < Wo; ++j) d0[2 * j + (cr[j] & 1) + (cr[j] >> 1) * W] = gr[j];
+      if (y) {
+        const T* yr = y + (p * Ho + i) * Wo;
+        for (std::int64_t j = 0; j < Wo; ++j) d0[2 * j + (cr[j] & 1) + (cr[j] >> 1) * W] = !(yr[j] <= 0) ? gr[j] : T(0);
+      } else {
+        for (std::int64_t j = 0; j < Wo; ++j) d0[2 * j + (cr[j] & 1) + (cr[j] >> 1) * W] = gr[j];
+      }
     }
   });
 }
