@@ -21,6 +21,20 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 targets=bench/targets.tsv  # the targets the run is held to (also read below for the notes)
 "$build/bin/normgrad_bench" --markdown "$table" --targets "$targets" --min-time 1 "$@" | tee "$log"
 target_of() { awk -v k="$1" -v r="$2" '$1 == k && $2 == r { print $4; exit }' "$targets"; }
+
+# The CNN step across processes (bench/dist_step.cpp, docs/distributed.md), when Open MPI is
+# there: one rank with 2 threads against 2 ranks with 1 thread each (per-rank BatchNorm and
+# SyncBatchNorm), the same global batch of 64.
+dist_log=$(mktemp)
+trap 'rm -f "$table" "$log" "$dist_log"' EXIT
+if command -v mpirun >/dev/null && cmake --build "$build" --target help | grep -q normgrad_dist_bench; then
+  cmake --build "$build" -j2 --target normgrad_dist_bench
+  root=(); [ "$(id -u)" = 0 ] && root=(--allow-run-as-root)
+  dist="$build/bin/normgrad_dist_bench"
+  { "$dist" --threads 2 --steps 40
+    mpirun "${root[@]}" -np 2 --bind-to core "$dist" --threads 1 --steps 40
+    mpirun "${root[@]}" -np 2 --bind-to core "$dist" --threads 1 --steps 40 --sync-bn; } | tee "$dist_log"
+fi
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 
 pkg_version() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
@@ -51,6 +65,18 @@ loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 :
   echo "tables come from, the same row varies by up to ~20% between runs (more for LibTorch at 2 threads),"
   echo "so read the quartiles, and compare ratios across several runs before reading much into one."
   echo
+  echo "LibTorch in its fastest mode: the process fixes glibc's mmap threshold at its maximum (\`mallopt\`),"
+  echo "otherwise each freed activation above the adaptive threshold goes back to the kernel and LibTorch"
+  echo "pays page faults for it on the next step (its CNN rows were bimodal: slow alone, fast after the"
+  echo "normalization rows; PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same"
+  echo "reason; normgrad keeps its large buffers in its own pool). Where a row lists LibTorch forms"
+  echo "(NCHW or channels_last for the CNN rows), each is warmed up and timed at each thread count and"
+  echo "the fastest is the LibTorch column; the notes name it."
+  echo
+  echo "The floor column: the least time the row's work can take on this machine, from the same run:"
+  echo "its GEMM FLOPs at the sgemm rate (\`cblas_sgemm\` on 1024^3, fastest repetition) or its minimum"
+  echo "bytes at the triad bandwidth; the percentages are floor / time for normgrad and LibTorch."
+  echo
   echo "Rows:"
   echo
   echo "- \`tiny_ops\`: a chain of 1,000 \`add\`s on one-element tensors requiring grad, forward +"
@@ -65,7 +91,11 @@ loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 :
   echo "  \`examples/models.h\`; LibTorch: the same \`torch::nn::Sequential\`) at batch 64: gradients to"
   echo "  none, forward, cross-entropy, backward, SGD (lr 0.05, momentum 0.9) step, on a fixed random batch."
   echo "  The 2-thread row also gives the speedup over 1 thread (target for normgrad: >= $(target_of speedup cnn_step)x)."
-  echo "- \`cnn_eval\`: the same model in eval mode, forward only without gradients, at batch 256."
+  echo "- \`cnn_eval\`: the same model in eval mode, forward only without gradients, at batch 256"
+  echo "  (LibTorch under \`c10::InferenceMode\`)."
+  echo "- \`cnn_step_busy\`: cnn_step at 2 threads while another process keeps one core busy (this"
+  echo "  executable with --busy-child, spinning); the note gives each framework's speed there against its"
+  echo "  own 1-thread cnn_step time of the run."
   echo "- \`lnlstm_step\`, \`lstm_step\`: one Adam (lr 1e-3) training step of the demo sequence"
   echo "  classifier (\`demo::SequenceClassifier\`, \`examples/fmnist_rnn.cpp\`): 28 steps of 28 features,"
   echo "  hidden 128, batch 64, Linear(128, 10) on the last hidden state; with the LayerNorm-LSTM and"
@@ -78,7 +108,7 @@ loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 :
   echo "- \`cnn_peak_rss\`: peak resident memory (VmHWM) of a 200-step CNN training run at batch 64,"
   echo "  each framework in its own fresh process, at the largest thread count."
   echo "- Fraction of bandwidth = minimum bytes moved / time / measured triad bandwidth (same thread"
-  echo "  count). Shapes whose data fit in the 32 MB L3 can exceed 100%."
+  echo "  count). Shapes whose data fit in the last-level cache can exceed 100%."
   echo
   echo "## Machine"
   echo
@@ -107,6 +137,20 @@ loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 :
     echo '```'
     grep '^check:' "$log"
     echo '```'
+  fi
+  if [ -s "$dist_log" ]; then
+    echo
+    echo "## Across processes (MPI)"
+    echo
+    echo "The CNN step with the global batch split over 2 processes (\`bench/dist_step.cpp\` under \`mpirun -np 2"
+    echo "--bind-to core\`, Open MPI's shared-memory transport) against one process with 2 threads, in the same"
+    echo "run; what the numbers mean: docs/distributed.md."
+    echo
+    echo '```'
+    grep -E '^cnn_step_dist|step time' "$dist_log"
+    echo '```'
+    awk '/^cnn_step_dist/ { name = $0 } /step time/ { t[++n] = $4 }
+         END { if (n >= 3) printf("\n2 ranks x 1 thread / 1 rank x 2 threads, step time: %.2f (per-rank BatchNorm), %.2f (SyncBatchNorm).\n", t[2] / t[1], t[3] / t[1]) }' "$dist_log"
   fi
 } > docs/benchmarks.md
 echo "wrote docs/benchmarks.md"
