@@ -295,13 +295,14 @@ Tensor max_pool2d_impl(const Tensor& x, Size2 kernel, std::optional<Size2> strid
   const PoolArgs a{kernel, stride.value_or(kernel), padding, dilation, ceil_mode};
   const Size2 out = check_pool("max_pool2d", x4, x, a);
   const std::int64_t N = x4.size(0), C = x4.size(1), H = x4.size(2), W = x4.size(3);
+  const bool two_by_two = pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w);
+  if (with_relu && !two_by_two)  // relu_max_pool2d elsewhere: the two ops in turn
+    return max_pool2d_impl(relu(x), kernel, stride, padding, dilation, ceil_mode, false);
   const std::int64_t planes = N * C;
   const Tensor xc = x4.detach().contiguous();
   Tensor y = empty(Shape{N, C, out.h, out.w}, x.dtype());
   const Shape in_shape = x4.shape();
-  if (!pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w) && with_relu)
-    return max_pool2d_impl(relu(x), kernel, stride, padding, dilation, ceil_mode, false);  // composed
-  if (pool_2x2::applies(a.k, a.s, a.pad, a.dil, H, W, out.h, out.w)) {
+  if (two_by_two) {
     // The winner of each window as a code 0..3 (pool_2x2.h), only if a gradient can be asked for.
     const bool need_code = grad_enabled() && x.requires_grad();
     auto code = std::make_shared<std::vector<std::int32_t>>(need_code ? static_cast<std::size_t>(y.numel()) : 0);
