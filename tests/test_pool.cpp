@@ -228,7 +228,7 @@ TEST_CASE("max_pool2d: the 2 x 2 path is twice differentiable (float64 gradcheck
   CHECK_GRADCHECK(gradgradcheck(f, {x}));
 }
 
-TEST_CASE("relu keeps NaN and lets the gradient through it, as PyTorch; -0 gives +0") {
+TEST_CASE("relu keeps NaN and lets the gradient through it, as PyTorch, and -0 gives +0") {
   for (const DType dt : {DType::f32, DType::f64}) {
     Tensor x = from_vector({-1.0, -0.0, 0.0, 2.0, std::nan("")}, {5}, dt).requires_grad_();
     Tensor y = relu(x);
