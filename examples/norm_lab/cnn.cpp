@@ -26,11 +26,12 @@
 // noise. The same rule is reported for BN vs GN and for every norm vs none, without verdicts.
 //
 // Budget: 3 rates x 4 norms x 3 seeds = 36 trainings of 200 steps (12,800 images of a
-// 20,000-image subset), tested on 3000 test images: about two CPU-minutes at one thread. A
-// timing run with one seed at 300 steps and 5000 test images took 64 CPU-seconds (about 190 for
-// three seeds, over the lab's 3-minute budget), so steps and test images were cut before the
-// 3-seed run. The gap between norms is largest early in training (Ioffe & Szegedy 2015 Fig. 2,
-// Wu & He 2018 Fig. 4), so a short horizon is where it can show.
+// 20,000-image subset), tested on 3000 test images, to stay within the lab's 3 minutes per
+// experiment at one thread. A one-seed timing run at 300 steps and 5000 test images would
+// have been over it for three seeds, so steps and test images were cut before the 3-seed run
+// (measured costs: docs/normalization.md, after "Claims, tested"). The gap between norms is
+// largest early in training (Ioffe & Szegedy 2015 Fig. 2, Wu & He 2018 Fig. 4), so a short
+// horizon is where it can show.
 #include <fmt/format.h>
 
 #include <cmath>
