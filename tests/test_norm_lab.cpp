@@ -147,12 +147,12 @@ void check_doc_keys(const lab::Result& r) {
 
 }  // namespace
 
-TEST_CASE("norm_lab: list names twelve experiments, each once") {
+TEST_CASE("norm_lab: list names thirteen experiments, each once") {
   std::set<std::string> names;
   for (const auto& e : lab::experiments()) names.insert(e.name);
-  CHECK(names.size() == 12);
+  CHECK(names.size() == 13);
   for (const char* n : {"depth", "lr", "batch", "distributed", "coupling", "invariance", "gaussian", "sharpness", "placement",
-                        "sequence", "overfitting", "covariate-shift"})
+                        "sequence", "cnn", "overfitting", "covariate-shift"})
     CHECK(names.count(n) == 1);
 }
 
@@ -294,6 +294,22 @@ TEST_CASE("norm_lab placement --quick: the Transformer half is causal, trains, a
   CHECK(fs::exists(fs::path(dir.path) / "placement_curves.svg"));
   CHECK(fs::exists(fs::path(dir.path) / "placement_norms.svg"));
   check_doc_keys(p);
+}
+
+TEST_CASE("norm_lab cnn --quick: four norms in a conv net, each at its best rate, and the figures the docs quote") {
+  if (!test::fashion_mnist_present()) return;
+  const test::TempDir dir("norm_lab");
+  const lab::Result c = quick("cnn", dir);
+  for (const char* n : {"none", "bn", "ln", "gn"}) {
+    INFO(n);
+    const double acc = c.get(fmt::format("{}_test_acc_mean", n)), lr = c.get(fmt::format("{}_best_lr", n));
+    CHECK(acc >= 0.0);
+    CHECK(acc <= 1.0);
+    CHECK((lr == 0.03 || lr == 0.1));  // --quick sweeps these two rates
+  }
+  CHECK(c.claim_of("bn_for_cnn").verdict != lab::Verdict::pending);
+  CHECK(header_of(fs::path(dir.path) / "cnn.csv") == "norm,lr,seed,val_acc,test_acc,final_train_loss,diverged");
+  check_doc_keys(c);
 }
 
 TEST_CASE("norm_lab sharpness, overfitting, covariate-shift --quick, merging results.csv") {

@@ -21,6 +21,7 @@ Result run_placement(const Config& cfg);
 // placement's second half (placement_transformer.cpp): pre-LN vs post-LN, warmup, norm inside.
 void run_placement_transformer(const Config& cfg, Result& r);
 Result run_sequence(const Config& cfg);
+Result run_cnn(const Config& cfg);
 Result run_overfitting(const Config& cfg);
 Result run_covariate_shift(const Config& cfg);
 

@@ -75,7 +75,8 @@ struct Result {
   std::vector<Claim> claims;
   std::vector<std::pair<std::string, double>> values;  // every quoted figure, by name
   std::vector<std::string> files;                      // written CSV / SVG
-  double seconds = 0;
+  double seconds = 0;      // wall time
+  double cpu_seconds = 0;  // user + system CPU time of the process while it ran (all threads)
 
   void set(const std::string& key, double v);
   void set(const std::string& key, const Stat& s);  // key_mean and key_std

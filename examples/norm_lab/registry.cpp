@@ -1,5 +1,6 @@
 // The list of experiments, running one with its report, and the lab's results.csv.
 #include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <filesystem>
 #include <fstream>
@@ -23,6 +24,7 @@ const std::vector<Experiment>& experiments() {
       {"sharpness", "top Hessian eigenvalue during full-batch GD with and without BN, against 2/lr", run_sharpness},
       {"placement", "BatchNorm before vs after the activation; pre-LN vs post-LN char Transformer with and without warmup; LN vs RMSNorm vs BN inside it", run_placement},
       {"sequence", "LSTM: per-time-step BN vs LN vs none; padding pollutes BN's statistics, not LN's", run_sequence},
+      {"cnn", "a small CNN on Fashion-MNIST with BatchNorm2d vs LayerNorm over (C,H,W) vs GroupNorm vs none, rates swept", run_cnn},
       {"overfitting", "train/test gap over long training on 1024 images with none/BN/LN", run_overfitting},
       {"covariate-shift", "Santurkar et al.: noise injected after each BN; does training still work?", run_covariate_shift},
   };
@@ -35,19 +37,32 @@ const Experiment* find_experiment(const std::string& name) {
   return nullptr;
 }
 
+namespace {
+// User + system CPU seconds of this process so far (every thread): on a shared machine a
+// steadier measure of an experiment's cost than wall time.
+double cpu_now() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+}  // namespace
+
 Result run_experiment(const Experiment& e, const Config& cfg) {
   const auto t0 = std::chrono::steady_clock::now();
+  const double cpu0 = cpu_now();
   if (cfg.print) fmt::print("=== {}: {}{}\n", e.name, e.summary, cfg.quick ? " [--quick]" : "");
   std::fflush(stdout);
   Result r = e.run(cfg);
   r.experiment = e.name;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.cpu_seconds = cpu_now() - cpu0;
   if (cfg.print) {
     for (const Claim& c : r.claims)
       fmt::print("\nclaim: \"{}\"\n  source: {}\n  verdict: {}\n  because: {}\n", c.text, c.source, verdict_name(c.verdict),
                  c.because);
     for (const auto& f : r.files) fmt::print("wrote {}\n", f);
-    fmt::print("({}: {:.0f} s)\n\n", e.name, r.seconds);
+    fmt::print("({}: {:.0f} s wall, {:.0f} s CPU)\n\n", e.name, r.seconds, r.cpu_seconds);
   }
   std::fflush(stdout);
   return r;

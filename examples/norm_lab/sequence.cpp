@@ -5,7 +5,7 @@
 //   ln     gates = LN(x_t Wx^T) + LN(h Wh^T) + b;  h = o tanh(LN(c))       (Ba et al. 2016, sec. 3.1)
 //   bn     the same with BatchNorm, separate running statistics per time step, gamma = 0.1
 //          at the start (Cooijmans et al. 2016, Recurrent Batch Normalization)
-// Adam, lr 2e-3, batch 64. Then padding, exactly: a batch of sequences of lengths 5..20,
+// Adam, lr 2e-3, batch 64, 500 steps. Then padding, exactly: a batch of sequences of lengths 5..20,
 // padded with zeros once to 20 and once to 40 steps. BatchNorm1d over (N, C, T) counts padded
 // positions in its statistics, so the outputs at real positions change with the padding;
 // LayerNorm over the features of each position does not look at other positions at all.
