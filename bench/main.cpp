@@ -481,6 +481,7 @@ int main(int argc, char** argv) {
   int peak_steps = 200;
   std::string markdown, targets_path = NORMGRAD_BENCH_TARGETS;
   std::vector<std::string> only;
+  bool normgrad_only = false;
   CLI::App app{"normgrad's benchmark: each row in normgrad and, when built with LibTorch, in LibTorch (float32)"};
   app.add_option("--threads", thread_counts, "thread counts to run, e.g. 1,2")->delimiter(',')->check(CLI::PositiveNumber);
   app.add_option("--min-time", min_time, "seconds of repetitions per row and side")->check(CLI::NonNegativeNumber);
@@ -489,6 +490,7 @@ int main(int argc, char** argv) {
   app.add_option("--targets", targets_path, "the targets table (bench/targets.tsv)");
   app.add_option("rows", only, "rows to run (default: all): tiny_ops matmul bandwidth bn2d_fb ln_fb gn_fb rms_fb "
                                "cnn_step cnn_eval lnlstm_step lstm_step attention_fb gpt_step cnn_peak_rss");
+  app.add_flag("--normgrad-only", normgrad_only, "run normgrad's side only (for profiling it with perf)");
   CLI11_PARSE(app, argc, argv);
   std::vector<Target> target_table;
   try {
@@ -691,6 +693,8 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
+  if (normgrad_only)
+    for (Row& row : rows) row.torch = Builder();
   for (const Row& row : rows) {
     if (!wanted(row.name)) continue;
     if (row.peak_rss) {

@@ -23,6 +23,7 @@
 #include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/simd_math.h"
 
 namespace ng {
 
@@ -182,41 +183,73 @@ MaskView mask_view(const Tensor& mask, const Geometry& g) {
   return m;
 }
 
-// Row i of the scores of batch matrix b, in place: mask, then the max-shifted softmax. A fully
-// masked row (every score -inf, no NaN) becomes all zeros.
+// Query blocks. A causal query i sees keys [0, i + 1) only, so the kernels walk the queries in
+// blocks of kBlock rows and, for the block [i0, i1), touch keys [0, kmax) with
+// kmax = min(i1, S): the products Q K^T, P V, dO V^T, dS K skip the blocks above the
+// diagonal, about half the work at L = S. (Without causal masking one block holds every
+// query and kmax = S: one GEMM per product, as in the plain formulas.)
+constexpr std::int64_t kBlock = 32;
+
+struct Blocks {
+  std::int64_t L = 0, S = 0;
+  std::int64_t rows = 1, cols = 1;  // queries per query block, keys per key block
+  bool causal = false;
+  Blocks(const Geometry& g, bool is_causal)
+      : L(g.L),
+        S(g.S),
+        rows(is_causal ? kBlock : std::max<std::int64_t>(g.L, 1)),
+        cols(is_causal ? kBlock : std::max<std::int64_t>(g.S, 1)),
+        causal(is_causal) {}
+  // the columns of P written for the query block starting at i0: the keys its queries may see,
+  // rounded up to the block's end (not capped at L: see the invariant below)
+  std::int64_t kmax(std::int64_t i0) const { return causal ? std::min(i0 + rows, S) : S; }
+  // keys query i may see
+  std::int64_t visible(std::int64_t i) const { return causal ? std::min(i + 1, S) : S; }
+  // the first query that may see key j0 (all queries see every key without causal masking)
+  std::int64_t first_query(std::int64_t j0) const { return causal ? std::min(j0, L) : 0; }
+};
+// Invariant of the causal layout: row i of P (and of dS) is written on the columns [0, kmax) of
+// its block and is zero on [visible(i), kmax); columns past kmax are never written nor read.
+// Query and key blocks have one size B and start at multiples of B, so a key block
+// [j0, j1) is read only from the queries i >= j0, whose blocks start at i0 >= j0 and have
+// kmax = min(i0 + B, S) >= j1: every element read was written.
+
+// Row i of the scores of batch matrix b, in place, on its n = visible(i) keys: mask, then the
+// max-shifted softmax; columns [n, n_written) are set to zero (the future keys). A fully
+// masked row (every score -inf, no NaN) becomes all zeros. A NaN score, or a +inf one, makes
+// the row NaN (exp(NaN - m) or exp(inf - inf)).
 template <class T>
-void mask_softmax_row(T* row, std::int64_t i, std::int64_t S, bool causal, const MaskView& mv, std::int64_t b) {
+void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_written, const MaskView& mv,
+                      std::int64_t b) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  if (causal)
-    for (std::int64_t j = i + 1; j < S; ++j) row[j] = kNegInf;  // key j > query i is in the future
   if (mv.t.defined()) {
     const std::int64_t base = mv.offsets[static_cast<std::size_t>(b)] + i * mv.si;
     if (mv.t.dtype() == DType::i64) {
       const std::int64_t* m = mv.t.data<std::int64_t>() + base;
-      for (std::int64_t j = 0; j < S; ++j)
+      for (std::int64_t j = 0; j < n; ++j)
         if (m[j * mv.sj] == 0) row[j] = kNegInf;  // boolean: 0 = may not attend
     } else {
       const T* m = mv.t.data<T>() + base;
-      for (std::int64_t j = 0; j < S; ++j) row[j] += m[j * mv.sj];  // additive
+      for (std::int64_t j = 0; j < n; ++j) row[j] += m[j * mv.sj];  // additive
     }
   }
-  T mx = kNegInf;
-  bool has_nan = false;
-  for (std::int64_t j = 0; j < S; ++j) {
-    mx = std::max(mx, row[j]);
-    has_nan |= std::isnan(row[j]);
-  }
-  if (mx == kNegInf && !has_nan) {  // fully masked: weights 0 (see attention.h)
-    std::fill(row, row + S, T(0));
+  T mx = kNegInf;  // m_i = max_j S_ij (a NaN is caught below, by exp)
+#pragma omp simd reduction(max : mx)
+  for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+  if (mx == kNegInf && std::none_of(row, row + n, [](T x) { return std::isnan(x); })) {
+    std::fill(row, row + n_written, T(0));  // fully masked: weights 0 (see attention.h)
     return;
   }
-  double sum = 0.0;
-  for (std::int64_t j = 0; j < S; ++j) {
-    row[j] = std::exp(row[j] - mx);  // exp(S_ij - m_i) in (0, 1]
-    sum += static_cast<double>(row[j]);
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (std::int64_t j = 0; j < n; ++j) {
+    row[j] = detail::exp_of(row[j] - mx);  // exp(S_ij - m_i) in [0, 1]
+    sum += row[j];
   }
-  const T inv = static_cast<T>(1.0 / sum);
-  for (std::int64_t j = 0; j < S; ++j) row[j] *= inv;
+  const T inv = T(1) / sum;
+#pragma omp simd
+  for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
+  std::fill(row + n, row + n_written, T(0));
 }
 
 // 0/1 in dtype `d`, shape (..., L, S): may query i attend to key j (not in the causal
@@ -308,19 +341,23 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
       const T* pD = D.defined() ? D.data<T>() : nullptr;
       T* po = out.data<T>();
       const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
+      const Blocks blk(g, is_causal);
       detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
         const auto bu = static_cast<std::size_t>(b);
-        T* Pb = pP + b * L * S;
-        gemm0<T>(false, true, L, S, E, g.scale, pq + q.offsets[bu], q.ld, pk + k.offsets[bu], k.ld, Pb,
-                 S);  // scale Q K^T
-        for (std::int64_t i = 0; i < L; ++i) mask_softmax_row<T>(Pb + i * S, i, S, is_causal, mv, b);
-        if (pD) {
-          T* Pdb = pPd + b * L * S;
-          const T* Db = pD + b * L * S;
-          for (std::int64_t i = 0; i < L * S; ++i) Pdb[i] = Pb[i] * Db[i];
+        const T *Qb = pq + q.offsets[bu], *Kb = pk + k.offsets[bu], *Vb = pv + v.offsets[bu];
+        for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows) {  // query block [i0, i1), keys [0, kmax)
+          const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
+          T* Pr = pP + (b * L + i0) * S;
+          gemm0<T>(false, true, i1 - i0, kmax, E, g.scale, Qb + i0 * q.ld, q.ld, Kb, k.ld, Pr, S);  // scale Q K^T
+          for (std::int64_t i = i0; i < i1; ++i) mask_softmax_row<T>(Pr + (i - i0) * S, i, blk.visible(i), kmax, mv, b);
+          T* Pdr = pPd + (b * L + i0) * S;
+          if (pD) {
+            const T* Dr = pD + (b * L + i0) * S;
+            for (std::int64_t i = 0; i < i1 - i0; ++i)
+              for (std::int64_t j = 0; j < kmax; ++j) Pdr[i * S + j] = Pr[i * S + j] * Dr[i * S + j];
+          }
+          gemm0<T>(false, false, i1 - i0, Ev, kmax, 1.0, Pdr, S, Vb, v.ld, po + (b * L + i0) * Ev, Ev);  // Pd V
         }
-        gemm0<T>(false, false, L, Ev, S, 1.0, pPd + b * L * S, S, pv + v.offsets[bu], v.ld, po + b * L * Ev,
-                 Ev);  // Pd V
       });
     });
   }  // Pd was a temporary: the backward forms P o D again from the saved P and D
@@ -363,38 +400,59 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           const T* pdO = dO.data<T>();
           T* pdS = dS.defined() ? dS.data<T>() : nullptr;
           const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
+          const Blocks blk(g, is_causal);
           detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
             const auto bu = static_cast<std::size_t>(b);
+            const T *Qb = pq + q.offsets[bu], *Kb = pk + k.offsets[bu], *Vb = pv + v.offsets[bu];
             const T* dOb = pdO + b * L * Ev;
             const T* Pb = pP + b * L * S;
+            const T* Db = pD ? pD + b * L * S : nullptr;
             T* dSb = pdS ? pdS + b * L * S : nullptr;
-            if (need_v) {  // dV = Pd^T dO, Pd = P o D
+            // Key blocks [j0, j1): the queries [r0, L) that may see them (see Blocks).
+            auto for_key_blocks = [&](auto&& body) {
+              for (std::int64_t j0 = 0; j0 < S; j0 += blk.cols)
+                body(j0, std::min(j0 + blk.cols, S), blk.first_query(j0));
+            };
+            if (need_v) {  // dV = Pd^T dO, Pd = P o D (formed in dS's scratch before dS is)
               const T* Pdb = Pb;
-              if (pD) {
-                const T* Db = pD + b * L * S;
-                for (std::int64_t i = 0; i < L * S; ++i) dSb[i] = Pb[i] * Db[i];
+              if (Db) {
+                for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows)
+                  for (std::int64_t i = i0; i < std::min(i0 + blk.rows, L); ++i)
+                    for (std::int64_t j = 0, kmax = blk.kmax(i0); j < kmax; ++j)
+                      dSb[i * S + j] = Pb[i * S + j] * Db[i * S + j];
                 Pdb = dSb;
               }
-              gemm0<T>(true, false, S, Ev, L, 1.0, Pdb, S, dOb, Ev, dv.data<T>() + b * S * Ev, Ev);
+              for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
+                gemm0<T>(true, false, j1 - j0, Ev, L - r0, 1.0, Pdb + r0 * S + j0, S, dOb + r0 * Ev, Ev,
+                         dv.data<T>() + (b * S + j0) * Ev, Ev);
+              });
             }
             if (!need_ds) return;
-            gemm0<T>(false, true, L, S, Ev, 1.0, dOb, Ev, pv + v.offsets[bu], v.ld, dSb, S);  // dPd = dO V^T
-            if (pD) {
-              const T* Db = pD + b * L * S;
-              for (std::int64_t i = 0; i < L * S; ++i) dSb[i] *= Db[i];  // dP = dPd o D
+            for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows) {  // query block [i0, i1), keys [0, kmax)
+              const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
+              T* dSr = dSb + i0 * S;
+              gemm0<T>(false, true, i1 - i0, kmax, Ev, 1.0, dOb + i0 * Ev, Ev, Vb, v.ld, dSr, S);  // dPd = dO V^T
+              for (std::int64_t i = i0; i < i1; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
+                const std::int64_t n = blk.visible(i);
+                const T* pr = Pb + i * S;
+                T* dr = dSb + i * S;
+                if (Db)
+                  for (std::int64_t j = 0; j < n; ++j) dr[j] *= Db[i * S + j];  // dP = dPd o D
+                T dot = 0;
+#pragma omp simd reduction(+ : dot)
+                for (std::int64_t j = 0; j < n; ++j) dot += pr[j] * dr[j];
+#pragma omp simd
+                for (std::int64_t j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - dot);
+                std::fill(dr + n, dr + kmax, T(0));  // future keys: P = 0 there
+              }
+              if (need_q)  // dQ = scale dS K
+                gemm0<T>(false, false, i1 - i0, E, kmax, g.scale, dSr, S, Kb, k.ld, dq.data<T>() + (b * L + i0) * E, E);
             }
-            for (std::int64_t i = 0; i < L; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
-              const T* pr = Pb + i * S;
-              T* dr = dSb + i * S;
-              double dot = 0.0;
-              for (std::int64_t j = 0; j < S; ++j) dot += static_cast<double>(pr[j]) * static_cast<double>(dr[j]);
-              const T c = static_cast<T>(dot);
-              for (std::int64_t j = 0; j < S; ++j) dr[j] = pr[j] * (dr[j] - c);
-            }
-            if (need_q)  // dQ = scale dS K
-              gemm0<T>(false, false, L, E, S, g.scale, dSb, S, pk + k.offsets[bu], k.ld, dq.data<T>() + b * L * E, E);
             if (need_k)  // dK = scale dS^T Q
-              gemm0<T>(true, false, S, E, L, g.scale, dSb, S, pq + q.offsets[bu], q.ld, dk.data<T>() + b * S * E, E);
+              for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
+                gemm0<T>(true, false, j1 - j0, E, L - r0, g.scale, dSb + r0 * S + j0, S, Qb + r0 * q.ld, q.ld,
+                         dk.data<T>() + (b * S + j0) * E, E);
+              });
           });
         });
         if (need_q) dq = sum_to(dq, q_in.shape());
