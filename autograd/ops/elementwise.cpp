@@ -308,24 +308,23 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor gelu(const Tensor& a) {
-  // gelu(x) = x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2   (Hendrycks & Gimpel 2016, exact form)
-  Tensor out = unary_forward(a, "gelu", [](auto x) {
-    using T = decltype(x);
-    return x * T(0.5) * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
-  });
+  // gelu(x) = x Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2   (Hendrycks & Gimpel 2016, exact form);
+  // float32 vectorized, <= 8 ulp (autograd/simd_math.h), float64 through std::erfc
+  Tensor out = unary_forward(a, "gelu", [](auto x) { return x * detail::normal_cdf_of(x); });
   // d gelu/dx = Phi(x) + x phi(x),  phi(x) = exp(-x^2/2) / sqrt(2 pi)
-  return record("gelu", {a}, out, [a](BackwardContext&, const Tensor& g) -> Grads {
+  return record("gelu", {a}, out, [a](BackwardContext& ctx, const Tensor& g) -> Grads {
     const double k = 1.0 / std::sqrt(2.0 * std::numbers::pi);
+    if (!ctx.create_graph())  // first order: one pass over (g, x), no temporaries
+      return {binary_forward(g, a.detach(), "gelu", [k](auto gi, auto x) {
+        using T = decltype(x);
+        return gi * (detail::normal_cdf_of(x) + x * detail::exp_of(x * x * T(-0.5)) * static_cast<T>(k));
+      })};
+    // Under create_graph, the same formula in differentiable ops.
     Tensor phi = mul(exp(mul(mul(a, a), -0.5)), k);
-    // Phi is recorded with dPhi/dx = phi, so that under create_graph the second derivative
-    // (2 phi(x) - x^2 phi(x)) comes out right.
-    Tensor Phi = record(
-        "gelu_cdf", {a},
-        unary_forward(a, "gelu", [](auto x) {
-          using T = decltype(x);
-          return T(0.5) * (T(1) + std::erf(x * T(std::numbers::sqrt2 / 2)));
-        }),
-        [phi](BackwardContext&, const Tensor& gp) -> Grads { return {mul(gp, phi)}; });
+    // Phi is recorded with dPhi/dx = phi, so that the second derivative (2 phi(x) - x^2 phi(x))
+    // comes out right.
+    Tensor Phi = record("gelu_cdf", {a}, unary_forward(a, "gelu", [](auto x) { return detail::normal_cdf_of(x); }),
+                        [phi](BackwardContext&, const Tensor& gp) -> Grads { return {mul(gp, phi)}; });
     return {mul(g, add(Phi, mul(a, phi)))};
   });
 }
