@@ -152,6 +152,49 @@ MatOperand mat_operand(const Tensor& in, const Geometry& g) {
   return m;
 }
 
+// A result matrix stack (the output O, or a gradient dQ, dK, dV), shape `full`, laid out in the
+// dim order of the input `like` when like is a dense view of that shape (not broadcast, rows
+// contiguous). MultiheadAttention passes its heads as the view (N, L, H, hd) -> (N, H, L, hd):
+// the output then comes back in (N, L, H, hd) memory, so merging the heads is a view, and so
+// are the head splits in the backward. Otherwise contiguous. The kernels write row r of batch
+// matrix b at data[offsets[b] + r * ld].
+struct MatResult {
+  Tensor t;
+  std::int64_t ld = 1;
+  std::vector<std::int64_t> offsets;
+};
+
+MatResult mat_result(const Tensor& like, const Shape& full, DType d) {
+  MatResult m;
+  const int n = full.ndim();
+  const Strides& ls = like.strides();
+  bool dense =
+      like.dim() == n && ls.back() == 1 && std::none_of(ls.begin(), ls.end(), [](std::int64_t st) { return st == 0; });
+  for (int i = 0; dense && i < n - 1; ++i)
+    dense = like.shape()[static_cast<std::size_t>(i)] == full[static_cast<std::size_t>(i)];
+  if (!dense) {
+    m.t = empty(full, d);
+  } else {
+    // dims by decreasing stride in `like` (the last dim stays innermost: stride 1, ties by index)
+    std::vector<int> order(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+    std::stable_sort(order.begin(), order.end() - 1,
+                     [&](int a, int b) { return ls[static_cast<std::size_t>(a)] > ls[static_cast<std::size_t>(b)]; });
+    Shape stored;
+    for (int i : order) stored.push_back(full[static_cast<std::size_t>(i)]);
+    const Tensor base = empty(stored, d);
+    Strides st(static_cast<std::size_t>(n));
+    for (int k = 0; k < n; ++k)
+      st[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] = base.strides()[static_cast<std::size_t>(k)];
+    m.t = make_view(base, full, st, 0);
+  }
+  const std::int64_t rows = full[static_cast<std::size_t>(n - 2)], cols = full[static_cast<std::size_t>(n - 1)];
+  m.ld = rows <= 1 ? std::max<std::int64_t>(cols, 1)
+                   : std::max<std::int64_t>(m.t.strides()[static_cast<std::size_t>(n - 2)], 1);
+  m.offsets = batch_offsets(m.t, full);
+  return m;
+}
+
 // C = alpha op(A) op(B) (beta = 0), tolerating empty sizes (K = 0 gives zeros).
 template <class T>
 void gemm0(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, double alpha, const T* A, std::int64_t lda,
@@ -312,7 +355,8 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
     fail<ValueError>("{}: dropout_p must be in [0, 1], got {}", kOp, dropout_p);
   const MatOperand q = mat_operand(q_in, g), k = mat_operand(k_in, g), v = mat_operand(v_in, g);
-  Tensor out = empty(g.full(g.L, g.Ev), q_in.dtype());
+  const MatResult o = mat_result(q_in, g.full(g.L, g.Ev), q_in.dtype());  // output, in query's dim order
+  const Tensor out = o.t;
   Tensor P = empty(g.full(g.L, g.S), q_in.dtype());  // softmax weights, kept for the backward
   Tensor D;                                          // dropout mask scaled by 1/(1-p), if any
   {
@@ -339,7 +383,7 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
       T* pP = P.data<T>();
       T* pPd = Pd.data<T>();
       const T* pD = D.defined() ? D.data<T>() : nullptr;
-      T* po = out.data<T>();
+      T* po = o.t.data<T>();
       const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
       const Blocks blk(g, is_causal);
       detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
@@ -356,7 +400,8 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
             for (std::int64_t i = 0; i < i1 - i0; ++i)
               for (std::int64_t j = 0; j < kmax; ++j) Pdr[i * S + j] = Pr[i * S + j] * Dr[i * S + j];
           }
-          gemm0<T>(false, false, i1 - i0, Ev, kmax, 1.0, Pdr, S, Vb, v.ld, po + (b * L + i0) * Ev, Ev);  // Pd V
+          gemm0<T>(false, false, i1 - i0, Ev, kmax, 1.0, Pdr, S, Vb, v.ld, po + o.offsets[bu] + i0 * o.ld,
+                   o.ld);  // Pd V
         }
       });
     });
@@ -383,12 +428,14 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           return {dq, dk, dv, dm};
         }
         const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev, nbatch = g.batches_to_walk();
-        const Tensor dO = dO_in.contiguous();
+        const MatOperand dO = mat_operand(dO_in, g);  // read in place when its rows are contiguous
         const DType dt = P.dtype();
         const bool need_ds = need_q || need_k || need_m;
-        Tensor dq = need_q ? empty(g.full(L, E), dt) : Tensor();
-        Tensor dk = need_k ? empty(g.full(S, E), dt) : Tensor();
-        Tensor dv = need_v ? empty(g.full(S, Ev), dt) : Tensor();
+        // gradients in their inputs' dim order (see mat_result)
+        const MatResult rq = need_q ? mat_result(q_in, g.full(L, E), dt) : MatResult();
+        const MatResult rk = need_k ? mat_result(k_in, g.full(S, E), dt) : MatResult();
+        const MatResult rv = need_v ? mat_result(v_in, g.full(S, Ev), dt) : MatResult();
+        Tensor dq = rq.t, dk = rk.t, dv = rv.t;
         // dS, also the scratch for P o D (dropout) before it is overwritten
         Tensor dS = (need_ds || D.defined()) ? empty(P.shape(), dt) : Tensor();
         dispatch_float(dt, kOp, [&](auto tag) {
@@ -397,14 +444,14 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
                   *pv = v.t.data<T>() - v.t.offset();
           const T* pP = P.data<T>();
           const T* pD = D.defined() ? D.data<T>() : nullptr;
-          const T* pdO = dO.data<T>();
+          const T* pdO = dO.t.data<T>() - dO.t.offset();
           T* pdS = dS.defined() ? dS.data<T>() : nullptr;
           const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
           const Blocks blk(g, is_causal);
           detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
             const auto bu = static_cast<std::size_t>(b);
             const T *Qb = pq + q.offsets[bu], *Kb = pk + k.offsets[bu], *Vb = pv + v.offsets[bu];
-            const T* dOb = pdO + b * L * Ev;
+            const T* dOb = pdO + dO.offsets[bu];
             const T* Pb = pP + b * L * S;
             const T* Db = pD ? pD + b * L * S : nullptr;
             T* dSb = pdS ? pdS + b * L * S : nullptr;
@@ -423,15 +470,15 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
                 Pdb = dSb;
               }
               for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
-                gemm0<T>(true, false, j1 - j0, Ev, L - r0, 1.0, Pdb + r0 * S + j0, S, dOb + r0 * Ev, Ev,
-                         dv.data<T>() + (b * S + j0) * Ev, Ev);
+                gemm0<T>(true, false, j1 - j0, Ev, L - r0, 1.0, Pdb + r0 * S + j0, S, dOb + r0 * dO.ld, dO.ld,
+                         dv.data<T>() + rv.offsets[bu] + j0 * rv.ld, rv.ld);
               });
             }
             if (!need_ds) return;
             for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows) {  // query block [i0, i1), keys [0, kmax)
               const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
               T* dSr = dSb + i0 * S;
-              gemm0<T>(false, true, i1 - i0, kmax, Ev, 1.0, dOb + i0 * Ev, Ev, Vb, v.ld, dSr, S);  // dPd = dO V^T
+              gemm0<T>(false, true, i1 - i0, kmax, Ev, 1.0, dOb + i0 * dO.ld, dO.ld, Vb, v.ld, dSr, S);  // dPd = dO V^T
               for (std::int64_t i = i0; i < i1; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
                 const std::int64_t n = blk.visible(i);
                 const T* pr = Pb + i * S;
@@ -446,12 +493,13 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
                 std::fill(dr + n, dr + kmax, T(0));  // future keys: P = 0 there
               }
               if (need_q)  // dQ = scale dS K
-                gemm0<T>(false, false, i1 - i0, E, kmax, g.scale, dSr, S, Kb, k.ld, dq.data<T>() + (b * L + i0) * E, E);
+                gemm0<T>(false, false, i1 - i0, E, kmax, g.scale, dSr, S, Kb, k.ld,
+                         dq.data<T>() + rq.offsets[bu] + i0 * rq.ld, rq.ld);
             }
             if (need_k)  // dK = scale dS^T Q
               for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
                 gemm0<T>(true, false, j1 - j0, E, L - r0, g.scale, dSb + r0 * S + j0, S, Qb + r0 * q.ld, q.ld,
-                         dk.data<T>() + (b * S + j0) * E, E);
+                         dk.data<T>() + rk.offsets[bu] + j0 * rk.ld, rk.ld);
               });
           });
         });
