@@ -1,5 +1,7 @@
 // Matrix products through BLAS (sgemm / dgemm). Views whose last two dims are a transposed
 // contiguous matrix are passed to BLAS with a transpose flag instead of being copied.
+#include <algorithm>
+
 #include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
@@ -28,8 +30,8 @@ bool blas_layout(std::int64_t rows, std::int64_t cols, std::int64_t rs, std::int
 }
 
 template <class T>
-void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
-          const T* B, std::int64_t ldb, T* C, std::int64_t ldc) {
+void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda, const T* B,
+          std::int64_t ldb, T* C, std::int64_t ldc) {
   detail::gemm(ta, tb, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
 }
 
@@ -39,8 +41,7 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
   if (k != k2)
     fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a_in.shape(), b_in.shape(),
                      k, k2);
-  if (a_in.dtype() != b_in.dtype())
-    fail<DTypeError>("matmul: dtypes differ: {} vs {}", a_in.dtype(), b_in.dtype());
+  if (a_in.dtype() != b_in.dtype()) fail<DTypeError>("matmul: dtypes differ: {} vs {}", a_in.dtype(), b_in.dtype());
   // Batch shape = broadcast of the leading dims.
   const Shape ba(a_in.shape().begin(), a_in.shape().end() - 2), bb(b_in.shape().begin(), b_in.shape().end() - 2);
   const Shape batch = broadcast_shapes(ba, bb, "matmul");
@@ -159,8 +160,27 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y;
   {
     NoGradGuard no_grad;  // one node for the whole layer, recorded below
-    y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
-    if (bias.defined()) y = add(y, bias);
+    const std::int64_t out = weight.size(0), in = weight.size(1);
+    const bool fused = bias.defined() && is_floating(x.dtype()) && weight.dtype() == x.dtype() &&
+                       bias.dtype() == x.dtype() && x.is_contiguous() && weight.is_contiguous() &&
+                       bias.is_contiguous() && x.numel() > 0 && in > 0 && out > 0;
+    if (fused) {  // y = b (every row), then y += x W^T in the GEMM itself (beta = 1): no second pass
+      Shape ys = x.shape();
+      ys[ys.size() - 1] = out;
+      y = empty(ys, x.dtype());
+      const std::int64_t rows = x.numel() / in;
+      dispatch_float(x.dtype(), "linear", [&](auto tag) {
+        using T = decltype(tag);
+        T* py = y.data<T>();
+        const T* pb = bias.data<T>();
+        detail::parallel_for(rows, rows * out > detail::kParallelGrain,
+                             [&](std::int64_t r) { std::copy(pb, pb + out, py + r * out); });
+        detail::gemm(false, true, rows, out, in, T(1), x.data<T>(), in, weight.data<T>(), in, T(1), py, out);
+      });
+    } else {
+      y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
+      if (bias.defined()) y = add(y, bias);
+    }
   }
   // dx = G W,  dW = G^T x (rows of x and G flattened),  db = sum of G over the rows.
   // Written out here, rather than left to matmul and transpose, so that dW comes out as a
