@@ -30,8 +30,8 @@ bool blas_layout(std::int64_t rows, std::int64_t cols, std::int64_t rs, std::int
 }
 
 template <class T>
-void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda, const T* B,
-          std::int64_t ldb, T* C, std::int64_t ldc) {
+void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
+          const T* B, std::int64_t ldb, T* C, std::int64_t ldc) {
   detail::gemm(ta, tb, M, N, K, T(1), A, lda, B, ldb, T(0), C, ldc);
 }
 
@@ -41,7 +41,8 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
   if (k != k2)
     fail<ShapeError>("matmul: cannot multiply {} by {}: inner dimensions {} and {} differ", a_in.shape(), b_in.shape(),
                      k, k2);
-  if (a_in.dtype() != b_in.dtype()) fail<DTypeError>("matmul: dtypes differ: {} vs {}", a_in.dtype(), b_in.dtype());
+  if (a_in.dtype() != b_in.dtype())
+    fail<DTypeError>("matmul: dtypes differ: {} vs {}", a_in.dtype(), b_in.dtype());
   // Batch shape = broadcast of the leading dims.
   const Shape ba(a_in.shape().begin(), a_in.shape().end() - 2), bb(b_in.shape().begin(), b_in.shape().end() - 2);
   const Shape batch = broadcast_shapes(ba, bb, "matmul");
