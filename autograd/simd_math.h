@@ -39,17 +39,25 @@ inline float select(bool c, float a, float b) {
 // two halves 2^n1 * 2^n2 (n1 = floor(n / 2)) so that both factors stay normal numbers over
 // the whole clamped range n in [-150, 128]: the result underflows gradually to subnormals
 // and overflows to +inf with a single rounding, like std::exp.
-inline float exp_f32(float x) {
-  // Clamp to where the result is neither surely 0 nor surely inf. (NaN fails both
-  // comparisons and stays NaN; it is passed through at the end.)
-  float xc = select(x < -104.0f, -104.0f, x);
+//
+// exp_sum_f32(x, lo) = e^(x + lo) for an argument held as a sum whose rounding to one float
+// would cost accuracy (x large, lo a small correction, |lo| < 4): n is chosen from the
+// rounded sum, and lo enters only the small reduced argument r = (x - n ln2) + lo.
+inline float exp_sum_f32(float x, float lo) {
+  // Clamp to where the result is neither surely 0 nor surely inf (then lo is dropped). NaN
+  // fails both comparisons and stays NaN; it is passed through at the end.
+  const float xs = x + lo;
+  float xc = select(xs < -104.0f, -104.0f, xs);
   xc = select(xc > 89.0f, 89.0f, xc);
+  const bool clamped = xc != xs;
+  const float hi = select(clamped, xc, x);
+  const float lo_used = select(clamped, 0.0f, lo);
   // n = round(x log2 e): adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
   constexpr float kRound = 12582912.0f;
   const float shifted = xc * 1.44269504088896341f + kRound;
   const float n = shifted - kRound;
-  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits).
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits), plus lo.
+  const float r = ((hi - n * 0.693359375f) - n * -2.12194440e-4f) + lo_used;
   // e^r = 1 + r + r^2/2! + ... + r^7/7!  (Horner)
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -66,8 +74,10 @@ inline float exp_f32(float x) {
   const float two_n1 = std::bit_cast<float>((n1 + 127u) << 23);
   const float two_n2 = std::bit_cast<float>((n2 + 127u) << 23);
   const float y = p * two_n1 * two_n2;
-  return select(x != x, x, y);
+  return select(xs != xs, xs, y);
 }
+
+inline float exp_f32(float x) { return exp_sum_f32(x, 0.0f); }
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated with e = e^-|x| <= 1 only (never e^large):
 //   x >= 0: 1 / (1 + e),   x < 0: e / (1 + e).
@@ -109,8 +119,8 @@ inline float tanh_f32(float x) {
 // which exp turns into a relative one (18 ulp at z = 4). So z^2 = s a^2 is formed from a
 // split a = ah + al, ah = a with its low 12 mantissa bits cleared (Dekker 1971): s ah^2 is
 // exact in float for s a power of two, and
-//   erfc(z) = t exp(-s ah^2) exp(poly(t) - s (2 ah + al) al)
-// with both exp arguments accurate to about one ulp of what exp receives.
+//   erfc(z) = t exp(-s ah^2 + [poly(t) - s (2 ah + al) al])
+// with the exponent held as that sum (exp_sum_f32): no rounding of the whole.
 // erfc_nr(z, a, s): erfc(z) for z = sqrt(s) a >= 0 (s = 1 for erfc, 1/2 for the normal CDF).
 inline float erfc_nr(float z, float a, float s) {
   const float t = 1.0f / (1.0f + 0.5f * z);
@@ -126,7 +136,7 @@ inline float erfc_nr(float z, float a, float s) {
   p = p * t - 1.26551223f;
   const float ah = std::bit_cast<float>(std::bit_cast<std::uint32_t>(a) & 0xFFFFF000u);
   const float al = a - ah;                                                        // exact
-  return t * exp_f32(-(s * (ah * ah))) * exp_f32(p - s * ((ah + ah + al) * al));  // NaN stays NaN
+  return t * exp_sum_f32(-(s * (ah * ah)), p - s * ((ah + ah + al) * al));  // NaN stays NaN
 }
 
 inline float erfc_f32(float x) {
