@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "autograd/blas.h"
@@ -257,6 +258,28 @@ struct Blocks {
 // [j0, j1) is read only from the queries i >= j0, whose blocks start at i0 >= j0 and have
 // kmax = min(i0 + B, S) >= j1: every element read was written.
 
+// max_j x_j over n values (-inf for n = 0; NaNs are skipped), in 16 independent lanes that
+// the compiler turns into vector max instructions (one running max would be a chain of
+// dependent scalar maxes; for float the select is written as bit operations, see simd_math.h).
+template <class T>
+T row_max(const T* x, std::int64_t n) {
+  constexpr int kLanes = 16;
+  T lane[kLanes];
+  for (T& m : lane) m = -std::numeric_limits<T>::infinity();
+  std::int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      if constexpr (std::is_same_v<T, float>)
+        lane[l] = detail::select(x[j + l] > lane[l], x[j + l], lane[l]);  // a blend GCC vectorizes
+      else
+        lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
+    }
+  T mx = -std::numeric_limits<T>::infinity();
+  for (; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  for (const T m : lane) mx = m > mx ? m : mx;
+  return mx;
+}
+
 // Row i of the scores of batch matrix b, in place, on its n = visible(i) keys: mask, then the
 // max-shifted softmax; columns [n, n_written) are set to zero (the future keys). A fully
 // masked row (every score -inf, no NaN) becomes all zeros. A NaN score, or a +inf one, makes
@@ -276,9 +299,7 @@ void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_wri
       for (std::int64_t j = 0; j < n; ++j) row[j] += m[j * mv.sj];  // additive
     }
   }
-  T mx = kNegInf;  // m_i = max_j S_ij (a NaN is caught below, by exp)
-#pragma omp simd reduction(max : mx)
-  for (std::int64_t j = 0; j < n; ++j) mx = std::max(mx, row[j]);
+  const T mx = row_max(row, n);  // m_i = max_j S_ij (a NaN is caught below, by exp)
   if (mx == kNegInf && std::none_of(row, row + n, [](T x) { return std::isnan(x); })) {
     std::fill(row, row + n_written, T(0));  // fully masked: weights 0 (see attention.h)
     return;

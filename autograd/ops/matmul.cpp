@@ -193,7 +193,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         T* py = y.data<T>();
         const T* pb = bias.data<T>();
         detail::parallel_for(rows, rows * out > detail::kParallelGrain,
-                             [&](std::int64_t r) { std::copy(pb, pb + out, py + r * out); });
+                             [&](std::int64_t r) {
+                               for (std::int64_t j = 0; j < out; ++j) py[r * out + j] = pb[j];
+                             });
         detail::gemm(false, true, rows, out, in, T(1), x.data<T>(), in, weight.data<T>(), in, T(1), py, out);
       });
     } else {
