@@ -253,7 +253,8 @@ struct Blocks {
   std::int64_t first_query(std::int64_t j0) const { return causal ? std::min(j0, L) : 0; }
 };
 // Invariant of the causal layout: row i of P (and of dS) is written on the columns [0, kmax) of
-// its block and is zero on [visible(i), kmax); columns past kmax are never written nor read.
+// its block and is zero on [visible(i), kmax); columns past kmax are never read (the softmax
+// may write zeros there, up to its group of 16 columns).
 // Query and key blocks have one size B and start at multiples of B, so a key block
 // [j0, j1) is read only from the queries i >= j0, whose blocks start at i0 >= j0 and have
 // kmax = min(i0 + B, S) >= j1: every element read was written.
@@ -284,10 +285,14 @@ T row_max(const T* x, std::int64_t n) {
 // max-shifted softmax; columns [n, n_written) are set to zero (the future keys). A fully
 // masked row (every score -inf, no NaN) becomes all zeros. A NaN score, or a +inf one, makes
 // the row NaN (exp(NaN - m) or exp(inf - inf)).
+// The loops run over whole groups of kLanes columns: the future keys [n, m) of the last group
+// (m = n rounded up, at most the row length S) are set to -inf first, so that they add nothing
+// to the max or the sum and come out as exactly 0; a causal row thus needs no scalar tail.
 template <class T>
-void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_written, const MaskView& mv,
-                      std::int64_t b) {
+void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_written, std::int64_t S,
+                      const MaskView& mv, std::int64_t b) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  constexpr std::int64_t kLanes = 16;
   if (mv.t.defined()) {
     const std::int64_t base = mv.offsets[static_cast<std::size_t>(b)] + i * mv.si;
     if (mv.t.dtype() == DType::i64) {
@@ -299,21 +304,29 @@ void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_wri
       for (std::int64_t j = 0; j < n; ++j) row[j] += m[j * mv.sj];  // additive
     }
   }
-  const T mx = row_max(row, n);  // m_i = max_j S_ij (a NaN is caught below, by exp)
-  if (mx == kNegInf && std::none_of(row, row + n, [](T x) { return std::isnan(x); })) {
-    std::fill(row, row + n_written, T(0));  // fully masked: weights 0 (see attention.h)
+  const std::int64_t m = std::min((n + kLanes - 1) / kLanes * kLanes, S);
+  std::fill(row + n, row + m, kNegInf);
+  const T mx = row_max(row, m);  // m_i = max_j S_ij (a NaN is caught below, by exp)
+  if (mx == kNegInf && std::none_of(row, row + m, [](T x) { return std::isnan(x); })) {
+    std::fill(row, row + std::max(m, n_written), T(0));  // fully masked: weights 0 (see attention.h)
     return;
   }
+  T lane[kLanes] = {};
+  std::int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes)
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      row[j + l] = detail::exp_of(row[j + l] - mx);  // exp(S_ij - m_i) in [0, 1]
+      lane[l] += row[j + l];
+    }
   T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (std::int64_t j = 0; j < n; ++j) {
-    row[j] = detail::exp_of(row[j] - mx);  // exp(S_ij - m_i) in [0, 1]
+  for (; j < m; ++j) {
+    row[j] = detail::exp_of(row[j] - mx);
     sum += row[j];
   }
+  for (const T x : lane) sum += x;
   const T inv = T(1) / sum;
-#pragma omp simd
-  for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
-  std::fill(row + n, row + n_written, T(0));
+  for (j = 0; j < m; ++j) row[j] *= inv;
+  if (m < n_written) std::fill(row + m, row + n_written, T(0));
 }
 
 // 0/1 in dtype `d`, shape (..., L, S): may query i attend to key j (not in the causal
@@ -414,7 +427,8 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
           T* Pr = pP + (b * L + i0) * S;
           gemm0<T>(false, true, i1 - i0, kmax, E, g.scale, Qb + i0 * q.ld, q.ld, Kb, k.ld, Pr, S);  // scale Q K^T
-          for (std::int64_t i = i0; i < i1; ++i) mask_softmax_row<T>(Pr + (i - i0) * S, i, blk.visible(i), kmax, mv, b);
+          for (std::int64_t i = i0; i < i1; ++i)
+            mask_softmax_row<T>(Pr + (i - i0) * S, i, blk.visible(i), kmax, S, mv, b);
           T* Pdr = pPd + (b * L + i0) * S;
           if (pD) {
             const T* Dr = pD + (b * L + i0) * S;
