@@ -311,20 +311,20 @@ void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_wri
     std::fill(row, row + std::max(m, n_written), T(0));  // fully masked: weights 0 (see attention.h)
     return;
   }
-  T lane[kLanes] = {};
+  double lane[kLanes] = {};  // the sum is accumulated in double
   std::int64_t j = 0;
   for (; j + kLanes <= m; j += kLanes)
     for (std::int64_t l = 0; l < kLanes; ++l) {
       row[j + l] = detail::exp_of(row[j + l] - mx);  // exp(S_ij - m_i) in [0, 1]
-      lane[l] += row[j + l];
+      lane[l] += static_cast<double>(row[j + l]);
     }
-  T sum = 0;
+  double sum = 0.0;
   for (; j < m; ++j) {
     row[j] = detail::exp_of(row[j] - mx);
-    sum += row[j];
+    sum += static_cast<double>(row[j]);
   }
-  for (const T x : lane) sum += x;
-  const T inv = T(1) / sum;
+  for (const double x : lane) sum += x;
+  const T inv = static_cast<T>(1.0 / sum);
   for (j = 0; j < m; ++j) row[j] *= inv;
   if (m < n_written) std::fill(row + m, row + n_written, T(0));
 }
@@ -520,11 +520,12 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
                 T* dr = dSb + i * S;
                 if (Db)
                   for (std::int64_t j = 0; j < n; ++j) dr[j] *= Db[i * S + j];  // dP = dPd o D
-                T dot = 0;
+                double dot = 0.0;  // accumulated in double
 #pragma omp simd reduction(+ : dot)
-                for (std::int64_t j = 0; j < n; ++j) dot += pr[j] * dr[j];
+                for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(pr[j]) * static_cast<double>(dr[j]);
+                const T c = static_cast<T>(dot);
 #pragma omp simd
-                for (std::int64_t j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - dot);
+                for (std::int64_t j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - c);
                 std::fill(dr + n, dr + kmax, T(0));  // future keys: P = 0 there
               }
               if (need_q)  // dQ = scale dS K
