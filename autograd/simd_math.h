@@ -40,24 +40,10 @@ inline float select(bool c, float a, float b) {
 // the whole clamped range n in [-150, 128]: the result underflows gradually to subnormals
 // and overflows to +inf with a single rounding, like std::exp.
 //
-// exp_sum_f32(x, lo) = e^(x + lo) for an argument held as a sum whose rounding to one float
-// would cost accuracy (x large, lo a small correction, |lo| < 4): n is chosen from the
-// rounded sum, and lo enters only the small reduced argument r = (x - n ln2) + lo.
-inline float exp_sum_f32(float x, float lo) {
-  // Clamp to where the result is neither surely 0 nor surely inf (then lo is dropped). NaN
-  // fails both comparisons and stays NaN; it is passed through at the end.
-  const float xs = x + lo;
-  float xc = select(xs < -104.0f, -104.0f, xs);
-  xc = select(xc > 89.0f, 89.0f, xc);
-  const bool clamped = xc != xs;
-  const float hi = select(clamped, xc, x);
-  const float lo_used = select(clamped, 0.0f, lo);
-  // n = round(x log2 e): adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+// exp_finish(r, shifted) = 2^n e^r: n from the bits of `shifted` = x log2 e + 1.5 * 2^23,
+// r = x - n ln 2 the reduced argument.
+inline float exp_finish(float r, float shifted) {
   constexpr float kRound = 12582912.0f;
-  const float shifted = xc * 1.44269504088896341f + kRound;
-  const float n = shifted - kRound;
-  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits), plus lo.
-  const float r = ((hi - n * 0.693359375f) - n * -2.12194440e-4f) + lo_used;
   // e^r = 1 + r + r^2/2! + ... + r^7/7!  (Horner)
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -73,11 +59,39 @@ inline float exp_sum_f32(float x, float lo) {
   const std::uint32_t n2 = ni - n1;
   const float two_n1 = std::bit_cast<float>((n1 + 127u) << 23);
   const float two_n2 = std::bit_cast<float>((n2 + 127u) << 23);
-  const float y = p * two_n1 * two_n2;
-  return select(xs != xs, xs, y);
+  return p * two_n1 * two_n2;
 }
 
-inline float exp_f32(float x) { return exp_sum_f32(x, 0.0f); }
+inline float exp_f32(float x) {
+  // Clamp to where the result is neither surely 0 nor surely inf. (NaN fails both
+  // comparisons and stays NaN; it is passed through at the end.)
+  float xc = select(x < -104.0f, -104.0f, x);
+  xc = select(xc > 89.0f, 89.0f, xc);
+  // n = round(x log2 e): adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits).
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  return select(x != x, x, exp_finish(r, shifted));
+}
+
+// exp_sum_f32(x, lo) = e^(x + lo) for an argument held as a sum whose rounding to one float
+// would cost accuracy (x large, lo a small correction, |lo| < 4): n is chosen from the
+// rounded sum, and lo enters only the small reduced argument r = (x - n ln2) + lo.
+inline float exp_sum_f32(float x, float lo) {
+  const float xs = x + lo;
+  float xc = select(xs < -104.0f, -104.0f, xs);  // clamped as exp_f32 (then lo is dropped)
+  xc = select(xc > 89.0f, 89.0f, xc);
+  const bool clamped = xc != xs;
+  const float hi = select(clamped, xc, x);
+  const float lo_used = select(clamped, 0.0f, lo);
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  const float r = ((hi - n * 0.693359375f) - n * -2.12194440e-4f) + lo_used;
+  return select(xs != xs, xs, exp_finish(r, shifted));
+}
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated with e = e^-|x| <= 1 only (never e^large):
 //   x >= 0: 1 / (1 + e),   x < 0: e / (1 + e).
