@@ -1,4 +1,4 @@
-// exp, sigmoid and tanh for float32 that the compiler can vectorize (internal; used by
+// exp, sigmoid, tanh and erfc for float32 that the compiler can vectorize (internal; used by
 // ops/elementwise.cpp and ops/rnn.cpp). libm's expf/tanhf are scalar calls, so a loop
 // over a tensor that calls them runs one element at a time; these are branch-free
 // arithmetic on one float (selects instead of branches, no table lookups, no calls), so
@@ -15,6 +15,8 @@
 //                88.7228 (x = +inf too), 0 below -103.98 (x = -inf too), NaN -> NaN.
 //   sigmoid_f32  <= 3 ulp, exactly 1 for large x, 0 for x = -inf, NaN -> NaN.
 //   tanh_f32     <= 3 ulp, odd (tanh(-x) = -tanh(x)), +-1 for large |x|, NaN -> NaN.
+//   erfc_f32     <= 7 ulp over [-14, 14] for results >= FLT_MIN; 0 at +inf, 2 at -inf.
+//   normal_cdf_f32  <= 8 ulp for results >= FLT_MIN; 0 at -inf, 1 at +inf, NaN -> NaN.
 #pragma once
 #include <bit>
 #include <cmath>
@@ -37,17 +39,11 @@ inline float select(bool c, float a, float b) {
 // two halves 2^n1 * 2^n2 (n1 = floor(n / 2)) so that both factors stay normal numbers over
 // the whole clamped range n in [-150, 128]: the result underflows gradually to subnormals
 // and overflows to +inf with a single rounding, like std::exp.
-inline float exp_f32(float x) {
-  // Clamp to where the result is neither surely 0 nor surely inf. (NaN fails both
-  // comparisons and stays NaN; it is passed through at the end.)
-  float xc = select(x < -104.0f, -104.0f, x);
-  xc = select(xc > 89.0f, 89.0f, xc);
-  // n = round(x log2 e): adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+//
+// exp_finish(r, shifted) = 2^n e^r: n from the bits of `shifted` = x log2 e + 1.5 * 2^23,
+// r = x - n ln 2 the reduced argument.
+inline float exp_finish(float r, float shifted) {
   constexpr float kRound = 12582912.0f;
-  const float shifted = xc * 1.44269504088896341f + kRound;
-  const float n = shifted - kRound;
-  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits).
-  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
   // e^r = 1 + r + r^2/2! + ... + r^7/7!  (Horner)
   float p = 1.0f / 5040.0f;
   p = p * r + 1.0f / 720.0f;
@@ -63,8 +59,38 @@ inline float exp_f32(float x) {
   const std::uint32_t n2 = ni - n1;
   const float two_n1 = std::bit_cast<float>((n1 + 127u) << 23);
   const float two_n2 = std::bit_cast<float>((n2 + 127u) << 23);
-  const float y = p * two_n1 * two_n2;
-  return select(x != x, x, y);
+  return p * two_n1 * two_n2;
+}
+
+inline float exp_f32(float x) {
+  // Clamp to where the result is neither surely 0 nor surely inf. (NaN fails both
+  // comparisons and stays NaN; it is passed through at the end.)
+  float xc = select(x < -104.0f, -104.0f, x);
+  xc = select(xc > 89.0f, 89.0f, xc);
+  // n = round(x log2 e): adding 1.5 * 2^23 rounds to an integer held in the low mantissa bits.
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  // r = x - n ln 2 in two steps (ln2_hi = 0.693359375 has 10 significant bits).
+  const float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f;
+  return select(x != x, x, exp_finish(r, shifted));
+}
+
+// exp_sum_f32(x, lo) = e^(x + lo) for an argument held as a sum whose rounding to one float
+// would cost accuracy (x large, lo a small correction, |lo| < 4): n is chosen from the
+// rounded sum, and lo enters only the small reduced argument r = (x - n ln2) + lo.
+inline float exp_sum_f32(float x, float lo) {
+  const float xs = x + lo;
+  float xc = select(xs < -104.0f, -104.0f, xs);  // clamped as exp_f32 (then lo is dropped)
+  xc = select(xc > 89.0f, 89.0f, xc);
+  const bool clamped = xc != xs;
+  const float hi = select(clamped, xc, x);
+  const float lo_used = select(clamped, 0.0f, lo);
+  constexpr float kRound = 12582912.0f;
+  const float shifted = xc * 1.44269504088896341f + kRound;
+  const float n = shifted - kRound;
+  const float r = ((hi - n * 0.693359375f) - n * -2.12194440e-4f) + lo_used;
+  return select(xs != xs, xs, exp_finish(r, shifted));
 }
 
 // sigmoid(x) = 1 / (1 + e^-x), evaluated with e = e^-|x| <= 1 only (never e^large):
@@ -98,16 +124,76 @@ inline float tanh_f32(float x) {
   return std::copysign(t, x);  // odd; NaN stays NaN
 }
 
+// erfc(x) by the Chebyshev fit of Press et al., Numerical Recipes in C, 2nd ed. (1992),
+// section 6.2: for z = |x| >= 0 and t = 1 / (1 + z/2),
+//   erfc(z) = t exp(-z^2 - 1.26551223 + t (1.00002368 + t (0.37409196 + ... + t 0.17087277)))
+// with a relative error below 1.2e-7 for every z >= 0 (in exact arithmetic); erfc(-z) =
+// 2 - erfc(z). z^2 is large where erfc is small (z^2 = 87 at erfc = 1e-39), and a float
+// exponent -z^2 + poly(t) rounded as a whole would carry an absolute error of ulp(z^2)/2,
+// which exp turns into a relative one (18 ulp at z = 4). So z^2 = s a^2 is formed from a
+// split a = ah + al, ah = a with its low 12 mantissa bits cleared (Dekker 1971): s ah^2 is
+// exact in float for s a power of two, and
+//   erfc(z) = t exp(-s ah^2 + [poly(t) - s (2 ah + al) al])
+// with the exponent held as that sum (exp_sum_f32): no rounding of the whole.
+// erfc_nr(z, a, s): erfc(z) for z = sqrt(s) a >= 0 (s = 1 for erfc, 1/2 for the normal CDF).
+inline float erfc_nr(float z, float a, float s) {
+  const float t = 1.0f / (1.0f + 0.5f * z);
+  float p = 0.17087277f;
+  p = p * t - 0.82215223f;
+  p = p * t + 1.48851587f;
+  p = p * t - 1.13520398f;
+  p = p * t + 0.27886807f;
+  p = p * t - 0.18628806f;
+  p = p * t + 0.09678418f;
+  p = p * t + 0.37409196f;
+  p = p * t + 1.00002368f;
+  p = p * t - 1.26551223f;
+  const float ah = std::bit_cast<float>(std::bit_cast<std::uint32_t>(a) & 0xFFFFF000u);
+  const float al = a - ah;                                                        // exact
+  return t * exp_sum_f32(-(s * (ah * ah)), p - s * ((ah + ah + al) * al));  // NaN stays NaN
+}
+
+inline float erfc_f32(float x) {
+  const float z = select(std::fabs(x) > 30.0f, 30.0f, std::fabs(x));  // erfc(30) is 0 in float; keeps NaN
+  const float r = erfc_nr(z, z, 1.0f);                                   // erfc(|x|)
+  return select(x < 0.0f, 2.0f - r, r);
+}
+
+// The standard normal CDF Phi(x) = erfc(-x / sqrt 2) / 2, accurate relative to Phi itself on
+// both tails (unlike (1 + erf(x / sqrt 2)) / 2, which cancels for x << 0). The exponent is
+// formed from x itself (s = 1/2), not from the rounded x / sqrt 2.
+inline float normal_cdf_f32(float x) {
+  const float a = select(std::fabs(x) > 30.0f, 30.0f, std::fabs(x));  // Phi(-30) is 0 in float; keeps NaN
+  const float r = erfc_nr(a * 0.707106781186547524f, a, 0.5f);  // erfc(|x| / sqrt 2)
+  return 0.5f * select(x > 0.0f, 2.0f - r, r);
+}
+
 // float64: the exact library functions (see the top of the file).
-inline float exp_of(float x) { return exp_f32(x); }
-inline double exp_of(double x) { return std::exp(x); }
-inline float sigmoid_of(float x) { return sigmoid_f32(x); }
+inline float exp_of(float x) {
+  return exp_f32(x);
+}
+inline double exp_of(double x) {
+  return std::exp(x);
+}
+inline float sigmoid_of(float x) {
+  return sigmoid_f32(x);
+}
 inline double sigmoid_of(double x) {
   // numerically stable on both sides: never exp of a large positive number
   const double e = std::exp(-std::fabs(x));
   return x >= 0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
-inline float tanh_of(float x) { return tanh_f32(x); }
-inline double tanh_of(double x) { return std::tanh(x); }
+inline float tanh_of(float x) {
+  return tanh_f32(x);
+}
+inline double tanh_of(double x) {
+  return std::tanh(x);
+}
+inline float normal_cdf_of(float x) {
+  return normal_cdf_f32(x);
+}
+inline double normal_cdf_of(double x) {
+  return 0.5 * std::erfc(x * -0.707106781186547524);
+}
 
 }  // namespace ng::detail

@@ -50,7 +50,9 @@ std::function<double()> ng_gpt_step(const GptConfig& c) {
   m->net->train();
   return [m, opt]() {
     opt->zero_grad();
-    ng::Tensor loss = ng::cross_entropy(m->net->forward(m->x), m->y);
+    // logits as (B T, V) rows, as LibTorch's side computes them
+    const ng::Tensor logits = m->net->logits(m->x);
+    ng::Tensor loss = ng::cross_entropy(ng::reshape(logits, {-1, logits.size(-1)}), ng::reshape(m->y, {-1}));
     loss.backward();
     opt->step();
     return loss.item();

@@ -3,8 +3,9 @@
 //
 //   attention_fb  scaled_dot_product_attention, batch 32, 4 heads, length 128, head size 16,
 //                 causal, forward + backward (gradients of q, k, v). LibTorch 1.13 has no
-//                 fused SDPA: its column is the composite matmul, masked_fill(-inf), softmax,
-//                 matmul, and its autograd.
+//                 fused SDPA: its column is the composite in its fastest form (the one its
+//                 F::multi_head_attention_forward uses): q * scale, baddbmm adding the
+//                 additive causal mask, softmax, bmm, and its autograd.
 //   gpt_step      one Adam step (lr 1e-3) of examples/tiny_gpt's model in its post-LN form
 //                 (LibTorch 1.13's torch::nn::TransformerEncoderLayer is post-LN and
 //                 sequence-first only): 2 layers, d_model 64, 4 heads, feed-forward 256, GELU,

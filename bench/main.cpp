@@ -548,6 +548,7 @@ int main(int argc, char** argv) {
   int peak_steps = 200;
   std::string markdown, targets_path = NORMGRAD_BENCH_TARGETS;
   std::vector<std::string> only;
+  bool normgrad_only = false;
   CLI::App app{"normgrad's benchmark: each row in normgrad and, when built with LibTorch, in LibTorch (float32)"};
   app.add_option("--threads", thread_counts, "thread counts to run, e.g. 1,2")->delimiter(',')->check(CLI::PositiveNumber);
   app.add_option("--min-time", min_time, "seconds of repetitions per row and side")->check(CLI::NonNegativeNumber);
@@ -556,6 +557,7 @@ int main(int argc, char** argv) {
   app.add_option("--targets", targets_path, "the targets table (bench/targets.tsv)");
   app.add_option("rows", only, "rows to run (default: all): tiny_ops matmul bandwidth bn2d_fb ln_fb gn_fb rms_fb "
                                "cnn_step cnn_eval lnlstm_step lstm_step attention_fb gpt_step cnn_peak_rss");
+  app.add_flag("--normgrad-only", normgrad_only, "run normgrad's side only (for profiling it with perf)");
   CLI11_PARSE(app, argc, argv);
   std::vector<Target> target_table;
   try {
@@ -751,7 +753,8 @@ int main(int argc, char** argv) {
     namespace at = bench::attention;
     [[maybe_unused]] Row& a = add_row("attention_fb", fmt::format("({},{},{},{}) causal", at::kBatch, at::kHeads, at::kLen, at::kHeadDim),
                                       [] { return at::ng_attention_fb(); });
-    // 4 GEMMs of 2 B H L^2 D FLOPs each in the backward (dV, dP, dQ, dK), 2 in the forward.
+    // 4 GEMMs of 2 B H L^2 D FLOPs each in the backward (dV, dP, dQ, dK), 2 in the forward: the
+    // dense count, for both sides (normgrad skips the causal blocks above the diagonal).
     a.flops = 6 * 2.0 * at::kBatch * at::kHeads * at::kLen * at::kLen * at::kHeadDim;
     [[maybe_unused]] Row& g = add_row("gpt_step", "post-LN 2x64, batch 32x64", [] { return as_work(at::ng_gpt_step()); });
     // GEMM work per token and layer: q, k, v and out projections 4 d^2, feed-forward 2 d 256,
@@ -761,7 +764,8 @@ int main(int argc, char** argv) {
     g.flops = 2.0 * 3 * 120832.0 * 32 * 64;
 #ifdef NORMGRAD_WITH_TORCH
     a.torch = [] { return torch_rows::attention_fb(at::kBatch, at::kHeads, at::kLen, at::kHeadDim); };
-    a.torch_note = "LibTorch 1.13 has no fused attention: matmul, masked_fill(-inf), softmax, matmul and its autograd";
+    a.torch_note = "LibTorch 1.13 has no fused attention: q * scale, baddbmm adding the -inf causal mask, softmax, bmm "
+                   "(as its F::multi_head_attention_forward) and its autograd";
     auto torch_gpt = [] {
       const at::GptConfig c;
       const at::GptInit i = at::gpt_init(c);
@@ -799,6 +803,8 @@ int main(int argc, char** argv) {
   }
   std::fflush(stdout);
 
+  if (normgrad_only)
+    for (Row& row : rows) row.torch = Builder();
   for (const Row& row : rows) {
     if (!wanted(row.name)) continue;
     if (row.peak_rss) {

@@ -14,11 +14,16 @@ std::function<void()> attention_fb(std::int64_t batch, std::int64_t heads, std::
   torch::Tensor k = torch::randn({batch, heads, len, dim}, f32).requires_grad_(true);
   torch::Tensor v = torch::randn({batch, heads, len, dim}, f32).requires_grad_(true);
   torch::Tensor dout = torch::randn({batch, heads, len, dim}, f32);
-  torch::Tensor future = torch::ones({len, len}, torch::kBool).triu(1);  // key j > query i
+  // The strongest LibTorch 1.13 composite, as its own F::multi_head_attention_forward writes it:
+  // the query scaled first (B H L E values rather than B H L S scores), then one baddbmm that
+  // adds the additive causal mask (0 / -inf, key j > query i) in the GEMM itself, softmax, bmm.
+  torch::Tensor causal = torch::full({len, len}, -INFINITY, f32).triu(1);
   const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  const std::int64_t bh = batch * heads;
   return [=]() mutable {
-    torch::Tensor s = torch::matmul(q, k.transpose(-2, -1)).mul(scale).masked_fill(future, -INFINITY);
-    torch::matmul(torch::softmax(s, -1), v).backward(dout);
+    torch::Tensor qs = q.mul(scale).reshape({bh, len, dim});
+    torch::Tensor s = torch::baddbmm(causal, qs, k.reshape({bh, len, dim}).transpose(-2, -1));
+    torch::bmm(torch::softmax(s, -1), v.reshape({bh, len, dim})).view({batch, heads, len, dim}).backward(dout);
     for (auto* t : {&q, &k, &v}) t->mutable_grad() = torch::Tensor();
   };
 }

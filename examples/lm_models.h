@@ -82,11 +82,14 @@ class TinyGPT : public ng::nn::Module {
     head = register_module("head", std::make_shared<Linear>(d, vocab, true, gen));
   }
   // x (B, T) int64 -> logits (B, V, T) (cross_entropy's (N, C, d) layout)
-  ng::Tensor forward(const ng::Tensor& x) override {
+  ng::Tensor forward(const ng::Tensor& x) override { return ng::transpose(logits(x), 1, 2); }
+  // x (B, T) int64 -> logits (B, T, V), contiguous: reshaped to (B T, V) they are the rows a
+  // cross-entropy over the vocabulary reads without a copy (what bench/attention_rows.cpp uses)
+  ng::Tensor logits(const ng::Tensor& x) {
     ng::Tensor h = pos->forward(tok->forward(x));
     for (auto& b : blocks) h = b->forward(h, ng::Tensor(), ng::Tensor(), /*is_causal=*/true);
     if (ln_f) h = ln_f->forward(h);
-    return ng::transpose(head->forward(h), 1, 2);
+    return head->forward(h);
   }
   std::string type_name() const override { return "TinyGPT"; }
 

@@ -279,3 +279,33 @@ TEST_CASE("attention: errors name the op, the shapes and the fix") {
   CHECK_THROWS_WITH_AS(attention_weights(q, zeros({2, 5, 3})), doctest::Contains("attention_weights: query and key"),
                        ShapeError);
 }
+
+TEST_CASE("attention: causal past one block of queries (L, S > 32), L != S, with dropout, equals the composite") {
+  // The kernel walks causal queries and keys in blocks (Blocks in attention.cpp) and skips the
+  // blocks above the diagonal; sizes that are not multiples of the block and L != S both ways.
+  for (const auto& [L, S] : std::vector<std::pair<std::int64_t, std::int64_t>>{{70, 45}, {45, 70}, {67, 67}}) {
+    CAPTURE(L);
+    CAPTURE(S);
+    const std::int64_t B = 2, E = 3, Ev = 5;
+    const Tensor q = test::rnd({B, L, E}, 81), k = test::rnd({B, S, E}, 82), v = test::rnd({B, S, Ev}, 83);
+    const Tensor w = test::rnd({B, L, Ev}, 84, false);
+    const Tensor causal_add = where(bool_mask(L, S, [](std::int64_t i, std::int64_t j) { return j <= i; }),
+                                    zeros({L, S}, DType::f64), full({L, S}, -kInf, DType::f64));
+    for (const double p : {0.0, 0.3}) {
+      CAPTURE(p);
+      // the dropout multipliers the op draws, in (b, i, j) order
+      Generator gen(5), replay(5);
+      std::vector<double> keep(static_cast<std::size_t>(B * L * S), 1.0);
+      if (p > 0)
+        for (auto& x : keep) x = replay.uniform() < p ? 0.0 : 1.0 / (1.0 - p);
+      const Tensor keep_t = from_vector(keep, {B, L, S}, DType::f64);
+      const Tensor out = scaled_dot_product_attention(q, k, v, {}, p, true, std::nullopt, &gen);
+      const Tensor ref = matmul(
+          mul(softmax(add(mul(matmul(q, transpose(k, -1, -2)), 1 / std::sqrt(3.0)), causal_add), -1), keep_t), v);
+      CHECK(test::max_abs_diff(out, ref) < 1e-12);
+      const auto g_op = grad({sum(mul(out, w))}, {q, k, v});
+      const auto g_ref = grad({sum(mul(ref, w))}, {q, k, v});
+      for (std::size_t i = 0; i < 3; ++i) CHECK(test::max_abs_diff(g_op[i], g_ref[i]) < 1e-12);
+    }
+  }
+}

@@ -355,3 +355,22 @@ TEST_CASE("elementwise: incompatible shapes are a ShapeError naming both shapes"
   CHECK_THROWS_WITH_AS(maximum(ones({3}), ones({2})), doctest::Contains("maximum: shapes [3] and [2]"), ShapeError);
   CHECK_THROWS_WITH_AS(ones({2, 2}) - ones({3}), doctest::Contains("sub"), ShapeError);
 }
+
+TEST_CASE("gelu: with a gradient to come, the same values, and the stored derivative Phi + x phi") {
+  Generator g(13);
+  for (const DType d : {DType::f32, DType::f64}) {
+    const Tensor x0 = randn({40000}, d, &g);  // above kParallelGrain: the parallel chunks
+    const Tensor x = x0.detach().requires_grad_();
+    const Tensor y = gelu(x);
+    CHECK(test::max_abs_diff(y, gelu(x0)) == 0.0);
+    const Tensor dx = grad({sum(y)}, {x})[0];
+    const auto xv = x0.to_vector(), dv = dx.to_vector();
+    double worst = 0;
+    for (std::size_t i = 0; i < xv.size(); ++i) {
+      const double Phi = 0.5 * std::erfc(-xv[i] / std::numbers::sqrt2);
+      const double phi = std::exp(-0.5 * xv[i] * xv[i]) / std::sqrt(2 * std::numbers::pi);
+      worst = std::max(worst, std::abs(dv[i] - (Phi + xv[i] * phi)));
+    }
+    CHECK(worst < (d == DType::f32 ? 1e-6 : 1e-14));
+  }
+}

@@ -18,11 +18,13 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/simd_math.h"
 
 namespace ng {
 
@@ -151,6 +153,49 @@ MatOperand mat_operand(const Tensor& in, const Geometry& g) {
   return m;
 }
 
+// A result matrix stack (the output O, or a gradient dQ, dK, dV), shape `full`, laid out in the
+// dim order of the input `like` when like is a dense view of that shape (not broadcast, rows
+// contiguous). MultiheadAttention passes its heads as the view (N, L, H, hd) -> (N, H, L, hd):
+// the output then comes back in (N, L, H, hd) memory, so merging the heads is a view, and so
+// are the head splits in the backward. Otherwise contiguous. The kernels write row r of batch
+// matrix b at data[offsets[b] + r * ld].
+struct MatResult {
+  Tensor t;
+  std::int64_t ld = 1;
+  std::vector<std::int64_t> offsets;
+};
+
+MatResult mat_result(const Tensor& like, const Shape& full, DType d) {
+  MatResult m;
+  const int n = full.ndim();
+  const Strides& ls = like.strides();
+  bool dense =
+      like.dim() == n && ls.back() == 1 && std::none_of(ls.begin(), ls.end(), [](std::int64_t st) { return st == 0; });
+  for (int i = 0; dense && i < n - 1; ++i)
+    dense = like.shape()[static_cast<std::size_t>(i)] == full[static_cast<std::size_t>(i)];
+  if (!dense) {
+    m.t = empty(full, d);
+  } else {
+    // dims by decreasing stride in `like` (the last dim stays innermost: stride 1, ties by index)
+    std::vector<int> order(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) order[static_cast<std::size_t>(i)] = i;
+    std::stable_sort(order.begin(), order.end() - 1,
+                     [&](int a, int b) { return ls[static_cast<std::size_t>(a)] > ls[static_cast<std::size_t>(b)]; });
+    Shape stored;
+    for (int i : order) stored.push_back(full[static_cast<std::size_t>(i)]);
+    const Tensor base = empty(stored, d);
+    Strides st(static_cast<std::size_t>(n));
+    for (int k = 0; k < n; ++k)
+      st[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] = base.strides()[static_cast<std::size_t>(k)];
+    m.t = make_view(base, full, st, 0);
+  }
+  const std::int64_t rows = full[static_cast<std::size_t>(n - 2)], cols = full[static_cast<std::size_t>(n - 1)];
+  m.ld = rows <= 1 ? std::max<std::int64_t>(cols, 1)
+                   : std::max<std::int64_t>(m.t.strides()[static_cast<std::size_t>(n - 2)], 1);
+  m.offsets = batch_offsets(m.t, full);
+  return m;
+}
+
 // C = alpha op(A) op(B) (beta = 0), tolerating empty sizes (K = 0 gives zeros).
 template <class T>
 void gemm0(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, double alpha, const T* A, std::int64_t lda,
@@ -182,41 +227,106 @@ MaskView mask_view(const Tensor& mask, const Geometry& g) {
   return m;
 }
 
-// Row i of the scores of batch matrix b, in place: mask, then the max-shifted softmax. A fully
-// masked row (every score -inf, no NaN) becomes all zeros.
+// Query blocks. A causal query i sees keys [0, i + 1) only, so the kernels walk the queries in
+// blocks of kBlock rows and, for the block [i0, i1), touch keys [0, kmax) with
+// kmax = min(i1, S): the products Q K^T, P V, dO V^T, dS K skip the blocks above the
+// diagonal, about half the work at L = S. (Without causal masking one block holds every
+// query and kmax = S: one GEMM per product, as in the plain formulas.)
+constexpr std::int64_t kBlock = 32;
+
+struct Blocks {
+  std::int64_t L = 0, S = 0;
+  std::int64_t rows = 1, cols = 1;  // queries per query block, keys per key block
+  bool causal = false;
+  Blocks(const Geometry& g, bool is_causal)
+      : L(g.L),
+        S(g.S),
+        rows(is_causal ? kBlock : std::max<std::int64_t>(g.L, 1)),
+        cols(is_causal ? kBlock : std::max<std::int64_t>(g.S, 1)),
+        causal(is_causal) {}
+  // the columns of P written for the query block starting at i0: the keys its queries may see,
+  // rounded up to the block's end (not capped at L: see the invariant below)
+  std::int64_t kmax(std::int64_t i0) const { return causal ? std::min(i0 + rows, S) : S; }
+  // keys query i may see
+  std::int64_t visible(std::int64_t i) const { return causal ? std::min(i + 1, S) : S; }
+  // the first query that may see key j0 (all queries see every key without causal masking)
+  std::int64_t first_query(std::int64_t j0) const { return causal ? std::min(j0, L) : 0; }
+};
+// Invariant of the causal layout: row i of P (and of dS) is written on the columns [0, kmax) of
+// its block and is zero on [visible(i), kmax); columns past kmax are never read (the softmax
+// may write zeros there, up to its group of 16 columns).
+// Query and key blocks have one size B and start at multiples of B, so a key block
+// [j0, j1) is read only from the queries i >= j0, whose blocks start at i0 >= j0 and have
+// kmax = min(i0 + B, S) >= j1: every element read was written.
+
+// max_j x_j over n values (-inf for n = 0; NaNs are skipped), in 16 independent lanes that
+// the compiler turns into vector max instructions (one running max would be a chain of
+// dependent scalar maxes; for float the select is written as bit operations, see simd_math.h).
 template <class T>
-void mask_softmax_row(T* row, std::int64_t i, std::int64_t S, bool causal, const MaskView& mv, std::int64_t b) {
+T row_max(const T* x, std::int64_t n) {
+  constexpr int kLanes = 16;
+  T lane[kLanes];
+  for (T& m : lane) m = -std::numeric_limits<T>::infinity();
+  std::int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      if constexpr (std::is_same_v<T, float>)
+        lane[l] = detail::select(x[j + l] > lane[l], x[j + l], lane[l]);  // a blend GCC vectorizes
+      else
+        lane[l] = x[j + l] > lane[l] ? x[j + l] : lane[l];
+    }
+  T mx = -std::numeric_limits<T>::infinity();
+  for (; j < n; ++j) mx = x[j] > mx ? x[j] : mx;
+  for (const T m : lane) mx = m > mx ? m : mx;
+  return mx;
+}
+
+// Row i of the scores of batch matrix b, in place, on its n = visible(i) keys: mask, then the
+// max-shifted softmax; columns [n, n_written) are set to zero (the future keys). A fully
+// masked row (every score -inf, no NaN) becomes all zeros. A NaN score, or a +inf one, makes
+// the row NaN (exp(NaN - m) or exp(inf - inf)).
+// The loops run over whole groups of kLanes columns: the future keys [n, m) of the last group
+// (m = n rounded up, at most the row length S) are set to -inf first, so that they add nothing
+// to the max or the sum and come out as exactly 0; a causal row thus needs no scalar tail.
+template <class T>
+void mask_softmax_row(T* row, std::int64_t i, std::int64_t n, std::int64_t n_written, std::int64_t S,
+                      const MaskView& mv, std::int64_t b) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  if (causal)
-    for (std::int64_t j = i + 1; j < S; ++j) row[j] = kNegInf;  // key j > query i is in the future
+  constexpr std::int64_t kLanes = 16;
   if (mv.t.defined()) {
     const std::int64_t base = mv.offsets[static_cast<std::size_t>(b)] + i * mv.si;
     if (mv.t.dtype() == DType::i64) {
       const std::int64_t* m = mv.t.data<std::int64_t>() + base;
-      for (std::int64_t j = 0; j < S; ++j)
+      for (std::int64_t j = 0; j < n; ++j)
         if (m[j * mv.sj] == 0) row[j] = kNegInf;  // boolean: 0 = may not attend
     } else {
       const T* m = mv.t.data<T>() + base;
-      for (std::int64_t j = 0; j < S; ++j) row[j] += m[j * mv.sj];  // additive
+      for (std::int64_t j = 0; j < n; ++j) row[j] += m[j * mv.sj];  // additive
     }
   }
-  T mx = kNegInf;
-  bool has_nan = false;
-  for (std::int64_t j = 0; j < S; ++j) {
-    mx = std::max(mx, row[j]);
-    has_nan |= std::isnan(row[j]);
-  }
-  if (mx == kNegInf && !has_nan) {  // fully masked: weights 0 (see attention.h)
-    std::fill(row, row + S, T(0));
+  const std::int64_t m = std::min((n + kLanes - 1) / kLanes * kLanes, S);
+  std::fill(row + n, row + m, kNegInf);
+  const T mx = row_max(row, m);  // m_i = max_j S_ij (a NaN is caught below, by exp)
+  if (mx == kNegInf && std::none_of(row, row + m, [](T x) { return std::isnan(x); })) {
+    std::fill(row, row + std::max(m, n_written), T(0));  // fully masked: weights 0 (see attention.h)
     return;
   }
+  double lane[kLanes] = {};  // the sum is accumulated in double
+  std::int64_t j = 0;
+  for (; j + kLanes <= m; j += kLanes)
+    for (std::int64_t l = 0; l < kLanes; ++l) {
+      row[j + l] = detail::exp_of(row[j + l] - mx);  // exp(S_ij - m_i) in [0, 1]
+      lane[l] += static_cast<double>(row[j + l]);
+    }
   double sum = 0.0;
-  for (std::int64_t j = 0; j < S; ++j) {
-    row[j] = std::exp(row[j] - mx);  // exp(S_ij - m_i) in (0, 1]
+  for (; j < m; ++j) {
+    row[j] = detail::exp_of(row[j] - mx);
     sum += static_cast<double>(row[j]);
   }
+  for (const double x : lane) sum += x;
   const T inv = static_cast<T>(1.0 / sum);
-  for (std::int64_t j = 0; j < S; ++j) row[j] *= inv;
+  for (j = 0; j < m; ++j) row[j] *= inv;
+  if (m < n_written) std::fill(row + m, row + n_written, T(0));
 }
 
 // 0/1 in dtype `d`, shape (..., L, S): may query i attend to key j (not in the causal
@@ -279,7 +389,8 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
   if (!(dropout_p >= 0.0 && dropout_p <= 1.0))
     fail<ValueError>("{}: dropout_p must be in [0, 1], got {}", kOp, dropout_p);
   const MatOperand q = mat_operand(q_in, g), k = mat_operand(k_in, g), v = mat_operand(v_in, g);
-  Tensor out = empty(g.full(g.L, g.Ev), q_in.dtype());
+  const MatResult o = mat_result(q_in, g.full(g.L, g.Ev), q_in.dtype());  // output, in query's dim order
+  const Tensor out = o.t;
   Tensor P = empty(g.full(g.L, g.S), q_in.dtype());  // softmax weights, kept for the backward
   Tensor D;                                          // dropout mask scaled by 1/(1-p), if any
   {
@@ -306,21 +417,27 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
       T* pP = P.data<T>();
       T* pPd = Pd.data<T>();
       const T* pD = D.defined() ? D.data<T>() : nullptr;
-      T* po = out.data<T>();
+      T* po = o.t.data<T>();
       const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
+      const Blocks blk(g, is_causal);
       detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
         const auto bu = static_cast<std::size_t>(b);
-        T* Pb = pP + b * L * S;
-        gemm0<T>(false, true, L, S, E, g.scale, pq + q.offsets[bu], q.ld, pk + k.offsets[bu], k.ld, Pb,
-                 S);  // scale Q K^T
-        for (std::int64_t i = 0; i < L; ++i) mask_softmax_row<T>(Pb + i * S, i, S, is_causal, mv, b);
-        if (pD) {
-          T* Pdb = pPd + b * L * S;
-          const T* Db = pD + b * L * S;
-          for (std::int64_t i = 0; i < L * S; ++i) Pdb[i] = Pb[i] * Db[i];
+        const T *Qb = pq + q.offsets[bu], *Kb = pk + k.offsets[bu], *Vb = pv + v.offsets[bu];
+        for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows) {  // query block [i0, i1), keys [0, kmax)
+          const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
+          T* Pr = pP + (b * L + i0) * S;
+          gemm0<T>(false, true, i1 - i0, kmax, E, g.scale, Qb + i0 * q.ld, q.ld, Kb, k.ld, Pr, S);  // scale Q K^T
+          for (std::int64_t i = i0; i < i1; ++i)
+            mask_softmax_row<T>(Pr + (i - i0) * S, i, blk.visible(i), kmax, S, mv, b);
+          T* Pdr = pPd + (b * L + i0) * S;
+          if (pD) {
+            const T* Dr = pD + (b * L + i0) * S;
+            for (std::int64_t i = 0; i < i1 - i0; ++i)
+              for (std::int64_t j = 0; j < kmax; ++j) Pdr[i * S + j] = Pr[i * S + j] * Dr[i * S + j];
+          }
+          gemm0<T>(false, false, i1 - i0, Ev, kmax, 1.0, Pdr, S, Vb, v.ld, po + o.offsets[bu] + i0 * o.ld,
+                   o.ld);  // Pd V
         }
-        gemm0<T>(false, false, L, Ev, S, 1.0, pPd + b * L * S, S, pv + v.offsets[bu], v.ld, po + b * L * Ev,
-                 Ev);  // Pd V
       });
     });
   }  // Pd was a temporary: the backward forms P o D again from the saved P and D
@@ -346,12 +463,14 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
           return {dq, dk, dv, dm};
         }
         const std::int64_t L = g.L, S = g.S, E = g.E, Ev = g.Ev, nbatch = g.batches_to_walk();
-        const Tensor dO = dO_in.contiguous();
+        const MatOperand dO = mat_operand(dO_in, g);  // read in place when its rows are contiguous
         const DType dt = P.dtype();
         const bool need_ds = need_q || need_k || need_m;
-        Tensor dq = need_q ? empty(g.full(L, E), dt) : Tensor();
-        Tensor dk = need_k ? empty(g.full(S, E), dt) : Tensor();
-        Tensor dv = need_v ? empty(g.full(S, Ev), dt) : Tensor();
+        // gradients in their inputs' dim order (see mat_result)
+        const MatResult rq = need_q ? mat_result(q_in, g.full(L, E), dt) : MatResult();
+        const MatResult rk = need_k ? mat_result(k_in, g.full(S, E), dt) : MatResult();
+        const MatResult rv = need_v ? mat_result(v_in, g.full(S, Ev), dt) : MatResult();
+        Tensor dq = rq.t, dk = rk.t, dv = rv.t;
         // dS, also the scratch for P o D (dropout) before it is overwritten
         Tensor dS = (need_ds || D.defined()) ? empty(P.shape(), dt) : Tensor();
         dispatch_float(dt, kOp, [&](auto tag) {
@@ -360,41 +479,64 @@ Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, cons
                   *pv = v.t.data<T>() - v.t.offset();
           const T* pP = P.data<T>();
           const T* pD = D.defined() ? D.data<T>() : nullptr;
-          const T* pdO = dO.data<T>();
+          const T* pdO = dO.t.data<T>() - dO.t.offset();
           T* pdS = dS.defined() ? dS.data<T>() : nullptr;
           const bool parallel = nbatch > 1 && g.work() > static_cast<double>(detail::kGemmParallelWork);
+          const Blocks blk(g, is_causal);
           detail::parallel_for(nbatch, parallel, [&](std::int64_t b) {
             const auto bu = static_cast<std::size_t>(b);
-            const T* dOb = pdO + b * L * Ev;
+            const T *Qb = pq + q.offsets[bu], *Kb = pk + k.offsets[bu], *Vb = pv + v.offsets[bu];
+            const T* dOb = pdO + dO.offsets[bu];
             const T* Pb = pP + b * L * S;
+            const T* Db = pD ? pD + b * L * S : nullptr;
             T* dSb = pdS ? pdS + b * L * S : nullptr;
-            if (need_v) {  // dV = Pd^T dO, Pd = P o D
+            // Key blocks [j0, j1): the queries [r0, L) that may see them (see Blocks).
+            auto for_key_blocks = [&](auto&& body) {
+              for (std::int64_t j0 = 0; j0 < S; j0 += blk.cols)
+                body(j0, std::min(j0 + blk.cols, S), blk.first_query(j0));
+            };
+            if (need_v) {  // dV = Pd^T dO, Pd = P o D (formed in dS's scratch before dS is)
               const T* Pdb = Pb;
-              if (pD) {
-                const T* Db = pD + b * L * S;
-                for (std::int64_t i = 0; i < L * S; ++i) dSb[i] = Pb[i] * Db[i];
+              if (Db) {
+                for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows)
+                  for (std::int64_t i = i0; i < std::min(i0 + blk.rows, L); ++i)
+                    for (std::int64_t j = 0, kmax = blk.kmax(i0); j < kmax; ++j)
+                      dSb[i * S + j] = Pb[i * S + j] * Db[i * S + j];
                 Pdb = dSb;
               }
-              gemm0<T>(true, false, S, Ev, L, 1.0, Pdb, S, dOb, Ev, dv.data<T>() + b * S * Ev, Ev);
+              for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
+                gemm0<T>(true, false, j1 - j0, Ev, L - r0, 1.0, Pdb + r0 * S + j0, S, dOb + r0 * dO.ld, dO.ld,
+                         dv.data<T>() + rv.offsets[bu] + j0 * rv.ld, rv.ld);
+              });
             }
             if (!need_ds) return;
-            gemm0<T>(false, true, L, S, Ev, 1.0, dOb, Ev, pv + v.offsets[bu], v.ld, dSb, S);  // dPd = dO V^T
-            if (pD) {
-              const T* Db = pD + b * L * S;
-              for (std::int64_t i = 0; i < L * S; ++i) dSb[i] *= Db[i];  // dP = dPd o D
+            for (std::int64_t i0 = 0; i0 < L; i0 += blk.rows) {  // query block [i0, i1), keys [0, kmax)
+              const std::int64_t i1 = std::min(i0 + blk.rows, L), kmax = blk.kmax(i0);
+              T* dSr = dSb + i0 * S;
+              gemm0<T>(false, true, i1 - i0, kmax, Ev, 1.0, dOb + i0 * dO.ld, dO.ld, Vb, v.ld, dSr, S);  // dPd = dO V^T
+              for (std::int64_t i = i0; i < i1; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
+                const std::int64_t n = blk.visible(i);
+                const T* pr = Pb + i * S;
+                T* dr = dSb + i * S;
+                if (Db)
+                  for (std::int64_t j = 0; j < n; ++j) dr[j] *= Db[i * S + j];  // dP = dPd o D
+                double dot = 0.0;  // accumulated in double
+#pragma omp simd reduction(+ : dot)
+                for (std::int64_t j = 0; j < n; ++j) dot += static_cast<double>(pr[j]) * static_cast<double>(dr[j]);
+                const T c = static_cast<T>(dot);
+#pragma omp simd
+                for (std::int64_t j = 0; j < n; ++j) dr[j] = pr[j] * (dr[j] - c);
+                std::fill(dr + n, dr + kmax, T(0));  // future keys: P = 0 there
+              }
+              if (need_q)  // dQ = scale dS K
+                gemm0<T>(false, false, i1 - i0, E, kmax, g.scale, dSr, S, Kb, k.ld,
+                         dq.data<T>() + rq.offsets[bu] + i0 * rq.ld, rq.ld);
             }
-            for (std::int64_t i = 0; i < L; ++i) {  // dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik)
-              const T* pr = Pb + i * S;
-              T* dr = dSb + i * S;
-              double dot = 0.0;
-              for (std::int64_t j = 0; j < S; ++j) dot += static_cast<double>(pr[j]) * static_cast<double>(dr[j]);
-              const T c = static_cast<T>(dot);
-              for (std::int64_t j = 0; j < S; ++j) dr[j] = pr[j] * (dr[j] - c);
-            }
-            if (need_q)  // dQ = scale dS K
-              gemm0<T>(false, false, L, E, S, g.scale, dSb, S, pk + k.offsets[bu], k.ld, dq.data<T>() + b * L * E, E);
             if (need_k)  // dK = scale dS^T Q
-              gemm0<T>(true, false, S, E, L, g.scale, dSb, S, pq + q.offsets[bu], q.ld, dk.data<T>() + b * S * E, E);
+              for_key_blocks([&](std::int64_t j0, std::int64_t j1, std::int64_t r0) {
+                gemm0<T>(true, false, j1 - j0, E, L - r0, g.scale, dSb + r0 * S + j0, S, Qb + r0 * q.ld, q.ld,
+                         dk.data<T>() + rk.offsets[bu] + j0 * rk.ld, rk.ld);
+              });
           });
         });
         if (need_q) dq = sum_to(dq, q_in.shape());

@@ -1,5 +1,8 @@
 // Matrix products through BLAS (sgemm / dgemm). Views whose last two dims are a transposed
 // contiguous matrix are passed to BLAS with a transpose flag instead of being copied.
+#include <algorithm>
+#include <vector>
+
 #include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
@@ -122,6 +125,23 @@ Tensor matmul_nd(const Tensor& a_in, const Tensor& b_in) {
   });
 }
 
+// db_j = sum over the rows r of g[r, j] for a contiguous g (..., n), accumulated in double
+// (as sum does), walking g row by row: one pass in memory order, vectorized over j.
+Tensor row_sum(const Tensor& g) {
+  const std::int64_t n = g.size(-1), rows = n > 0 ? g.numel() / n : 0;
+  Tensor out = empty({n}, g.dtype());
+  dispatch_float(g.dtype(), "linear", [&](auto tag) {
+    using T = decltype(tag);
+    std::vector<double> acc(static_cast<std::size_t>(n), 0.0);
+    const T* pg = g.data<T>();
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t j = 0; j < n; ++j) acc[static_cast<std::size_t>(j)] += static_cast<double>(pg[r * n + j]);
+    T* po = out.data<T>();
+    for (std::int64_t j = 0; j < n; ++j) po[j] = static_cast<T>(acc[static_cast<std::size_t>(j)]);
+  });
+  return out;
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
@@ -159,21 +179,43 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor y;
   {
     NoGradGuard no_grad;  // one node for the whole layer, recorded below
-    y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
-    if (bias.defined()) y = add(y, bias);
+    const std::int64_t out = weight.size(0), in = weight.size(1);
+    const bool fused = bias.defined() && is_floating(x.dtype()) && weight.dtype() == x.dtype() &&
+                       bias.dtype() == x.dtype() && x.is_contiguous() && weight.is_contiguous() &&
+                       bias.is_contiguous() && x.numel() > 0 && in > 0 && out > 0;
+    if (fused) {  // y = b (every row), then y += x W^T in the GEMM itself (beta = 1): no second pass
+      Shape ys = x.shape();
+      ys[ys.size() - 1] = out;
+      y = empty(ys, x.dtype());
+      const std::int64_t rows = x.numel() / in;
+      dispatch_float(x.dtype(), "linear", [&](auto tag) {
+        using T = decltype(tag);
+        T* py = y.data<T>();
+        const T* pb = bias.data<T>();
+        detail::parallel_for(rows, rows * out > detail::kParallelGrain,
+                             [&](std::int64_t r) {
+                               for (std::int64_t j = 0; j < out; ++j) py[r * out + j] = pb[j];
+                             });
+        detail::gemm(false, true, rows, out, in, T(1), x.data<T>(), in, weight.data<T>(), in, T(1), py, out);
+      });
+    } else {
+      y = matmul(x, transpose(weight, 0, 1));  // y = x W^T
+      if (bias.defined()) y = add(y, bias);
+    }
   }
   // dx = G W,  dW = G^T x (rows of x and G flattened),  db = sum of G over the rows.
   // Written out here, rather than left to matmul and transpose, so that dW comes out as a
   // contiguous (out, in) matrix: through transpose's backward it arrived as a transposed
   // view, which every accumulation into weight.grad then had to copy element by element.
-  return record("linear", {x, weight, bias}, y, [x, weight, bias](BackwardContext&, const Tensor& g) -> Grads {
+  return record("linear", {x, weight, bias}, y, [x, weight, bias](BackwardContext& ctx, const Tensor& g) -> Grads {
     Tensor dx, dw, db;
     if (x.requires_grad()) dx = matmul(g, weight);
     if (weight.requires_grad()) {
       const std::int64_t out = weight.size(0), in = weight.size(1);
       dw = matmul(transpose(reshape(g, {-1, out}), 0, 1), reshape(x, {-1, in}));
     }
-    if (bias.defined() && bias.requires_grad()) db = sum_to(g, bias.shape());
+    if (bias.defined() && bias.requires_grad())
+      db = !ctx.create_graph() && g.is_contiguous() && g.dtype() == bias.dtype() ? row_sum(g) : sum_to(g, bias.shape());
     return {dx, dw, db};
   });
 }
