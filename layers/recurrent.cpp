@@ -295,13 +295,24 @@ Tensor RNNBase::run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c) 
     c = select(hc, 0, T);
     return slice(hc, 0, 0, T);
   }
-  // The input projection of step t, x_t W_ih^T (+ b_ih, or LN_ih for the LayerNorm cells).
+  if (kind == RNNKind::ln_lstm) {
+    // The same for the LayerNorm-LSTM (ln_lstm_sequence): X W_ih^T and LN_ih over all steps at
+    // once, one GEMM per step for h W_hh^T, the three LayerNorms by the normalization core's
+    // row kernels, and BPTT in one backward.
+    const LayerNormLSTMCell& cell = *L.ln_lstm;
+    const LnLstmNorms norms{cell.ln_ih->weight, cell.ln_ih->bias, cell.ln_hh->weight, cell.ln_hh->bias,
+                            cell.ln_c->weight,  cell.ln_c->bias,  cell.ln_ih->options().eps()};
+    const Tensor hc = ln_lstm_sequence(x, h, c, cell.weight_ih, cell.weight_hh, cell.bias, norms);
+    h = select(hc, 0, T - 1);
+    c = select(hc, 0, T);
+    return slice(hc, 0, 0, T);
+  }
+  // The input projection of step t, x_t W_ih^T (+ b_ih, or LN_ih for the LayerNorm-GRU).
   // Computed step by step rather than as one (T*N, F) GEMM followed by select(·, 0, t): the
   // backward of each select would fill a zero tensor of the whole (T, N, G*H) projection and
   // add it up, T times per sequence, which cost more than the GEMMs themselves. x_t itself is
   // a view, recorded only when x requires grad (deeper layers).
   auto input_part = [&](const Tensor& xt) {
-    if (kind == RNNKind::ln_lstm) return L.ln_lstm->ln_ih->forward(linear(xt, L.ln_lstm->weight_ih));
     if (kind == RNNKind::ln_gru) return L.ln_gru->ln_ih->forward(linear(xt, L.ln_gru->weight_ih));
     return linear(xt, L.weight_ih, L.bias_ih);
   };
@@ -312,17 +323,9 @@ Tensor RNNBase::run_layer(std::size_t k, const Tensor& x, Tensor& h, Tensor& c) 
     switch (kind) {
       case RNNKind::rnn_tanh: h = tanh(add(xt, linear(h, L.weight_hh, L.bias_hh))); break;
       case RNNKind::rnn_relu: h = relu(add(xt, linear(h, L.weight_hh, L.bias_hh))); break;
-      case RNNKind::lstm: {
-        const RNNState s = lstm_pointwise(add(xt, linear(h, L.weight_hh, L.bias_hh)), c);
-        h = s.h, c = s.c;
-        break;
-      }
+      case RNNKind::lstm:
+      case RNNKind::ln_lstm: break;  // the fused sequences above
       case RNNKind::gru: h = gru_pointwise(xt, linear(h, L.weight_hh, L.bias_hh), h); break;
-      case RNNKind::ln_lstm: {
-        const RNNState s = L.ln_lstm->step_from_input_part(xt, {h, c});
-        h = s.h, c = s.c;
-        break;
-      }
       case RNNKind::ln_gru: h = L.ln_gru->step_from_input_part(xt, h); break;
     }
     hs.push_back(h);

@@ -208,6 +208,56 @@ TEST_CASE("LSTM / GRU: the sequence module equals looping its cells, over layers
   test::check_values(select(rg.output, 0, T - 1), hg.to_vector(), 1e-12);
 }
 
+TEST_CASE("LayerNormLSTM: the fused sequence equals looping LayerNormLSTMCell, values and gradients, 2 layers") {
+  Generator g(19);
+  const std::int64_t T = 4, N = 2, F = 3, H = 5;
+  LayerNormLSTM m(F, H, f64(&g, 2));
+  {  // gains and biases away from 1 and 0, so that every LayerNorm parameter matters
+    NoGradGuard ng;
+    std::uint64_t seed = 40;
+    for (auto& [name, p] : m.named_parameters())
+      if (name.find(".ln_") != std::string::npos) p.copy_(add(mul(test::rnd(p.shape(), seed++, false), 0.3), 1.0));
+  }
+  const Tensor x = test::rnd({T, N, F}, 20), h0 = test::rnd({2, N, H}, 21), c0 = test::rnd({2, N, H}, 22);
+  const RNNResult r = m.forward_seq(x, {h0, c0});
+  // the same with two cells holding copies of the parameters ("l0.weight_ih" -> "weight_ih")
+  std::vector<std::shared_ptr<LayerNormLSTMCell>> cells;
+  for (std::int64_t l = 0; l < 2; ++l) {
+    auto cell = std::make_shared<LayerNormLSTMCell>(l == 0 ? F : H, H, 1e-5, &g, DType::f64);
+    NamedTensors sd;
+    const std::string prefix = fmt::format("l{}.", l);
+    for (auto& [name, t] : m.state_dict())
+      if (name.rfind(prefix, 0) == 0) sd.push_back({name.substr(prefix.size()), t.detach().clone()});
+    cell->load_state_dict(sd);
+    cells.push_back(cell);
+  }
+  RNNState s[2] = {{select(h0, 0, 0), select(c0, 0, 0)}, {select(h0, 0, 1), select(c0, 0, 1)}};
+  std::vector<Tensor> outs;
+  for (std::int64_t t = 0; t < T; ++t) {
+    s[0] = cells[0]->step(select(x, 0, t), s[0]);
+    s[1] = cells[1]->step(s[0].h, s[1]);
+    outs.push_back(s[1].h);
+  }
+  const Tensor ref = stack(outs, 0);
+  test::check_values(r.output, ref.to_vector(), 1e-12);
+  test::check_values(select(r.c_n, 0, 1), s[1].c.to_vector(), 1e-12);
+  test::check_values(select(r.h_n, 0, 0), s[0].h.to_vector(), 1e-12);
+  // gradients of one loss w.r.t. x, the initial state and every parameter, in the same order
+  const Tensor w = test::rnd({T, N, H}, 23, false);
+  const Tensor loss_m = add(mul(r.output, w).sum(), select(r.c_n, 0, 0).sum());
+  const Tensor loss_c = add(mul(ref, w).sum(), s[0].c.sum());
+  std::vector<Tensor> in_m{x, h0, c0}, in_c{x, h0, c0};
+  for (auto& [name, p] : m.named_parameters()) in_m.push_back(p);
+  for (auto& cell : cells)
+    for (auto& [name, p] : cell->named_parameters()) in_c.push_back(p);
+  REQUIRE(in_m.size() == in_c.size());
+  const auto gm = grad({loss_m}, in_m), gc = grad({loss_c}, in_c);
+  for (std::size_t k = 0; k < gm.size(); ++k) {
+    INFO("input " << k);
+    test::check_values(gm[k], gc[k].to_vector(), 1e-11);
+  }
+}
+
 TEST_CASE("LSTM: batch_first and unbatched inputs give the same numbers") {
   Generator g1(2), g2(2), g3(2);
   Tensor x = test::rnd({5, 2, 3}, 3, false);

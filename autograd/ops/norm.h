@@ -69,6 +69,14 @@ Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& weight, co
 Tensor normalize_with_stats(const Tensor& x, const NormSpec& spec, const Tensor& mean, const Tensor& var,
                             const Tensor& weight, const Tensor& bias, double eps, const char* op);
 
+// The backward of normalize() (batch statistics) written in differentiable ops: {dx, dweight,
+// dbias} for the output gradient dy (dweight / dbias undefined when weight / bias are). It is
+// what normalize() itself runs under create_graph, exposed for fused ops that contain a
+// normalization (ln_lstm_sequence in ops/rnn.h), so that their second derivatives go through
+// the same formula.
+std::vector<Tensor> normalize_backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight,
+                                                 const Tensor& bias, const NormSpec& spec, double eps);
+
 // ---- torch.nn.functional counterparts ---------------------------------------------------
 
 // x (N, C, *). Training: normalize with the batch statistics (biased variance); if running

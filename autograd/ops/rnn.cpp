@@ -16,9 +16,15 @@
 #include "autograd/blas.h"
 #include "autograd/kernels.h"
 #include "autograd/ops.h"
+#include "autograd/ops/rnn_detail.h"
 #include "autograd/simd_math.h"
 
 namespace ng {
+
+using rnn_detail::dsigmoid;
+using rnn_detail::gate_acts;
+using rnn_detail::GateActs;
+using rnn_detail::transpose_into;
 
 namespace {
 
@@ -34,16 +40,6 @@ std::int64_t check_cell_args(const Tensor& gates, const Tensor& state, const cha
     fail<DTypeError>("{}: dtypes differ: gates {} vs {} {}", op, gates.dtype(), state_name, state.dtype());
   return H;
 }
-
-// The four activations of gates (N, 4H) as tensor ops (for the create_graph backward).
-struct GateActs {
-  Tensor i, f, g, o;
-};
-GateActs gate_acts(const Tensor& gates) {
-  const auto q = chunk(gates, 4, -1);
-  return {sigmoid(q[0]), sigmoid(q[1]), tanh(q[2]), sigmoid(q[3])};
-}
-Tensor dsigmoid(const Tensor& s) { return mul(s, rsub(1.0, s)); }  // s (1 - s)
 
 }  // namespace
 
@@ -234,19 +230,6 @@ namespace {
 struct SeqDims {
   std::int64_t T, N, F, H;
 };
-
-// dst (C, R) = src (R, C)^T for row strides lds (src) and ldd (dst); in 32 x 32 tiles, so
-// that the strided side of the copy stays in cache.
-template <class T>
-void transpose_into(const T* src, std::int64_t R, std::int64_t C, std::int64_t lds, T* dst, std::int64_t ldd) {
-  constexpr std::int64_t kTile = 32;
-  for (std::int64_t r0 = 0; r0 < R; r0 += kTile)
-    for (std::int64_t c0 = 0; c0 < C; c0 += kTile) {
-      const std::int64_t r1 = std::min(R, r0 + kTile), c1 = std::min(C, c0 + kTile);
-      for (std::int64_t r = r0; r < r1; ++r)
-        for (std::int64_t c = c0; c < c1; ++c) dst[c * ldd + r] = src[r * lds + c];
-    }
-}
 
 SeqDims check_sequence_args(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
                             const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {

@@ -38,4 +38,20 @@ std::pair<Tensor, Tensor> lstm_cell(const Tensor& gates, const Tensor& c);
 Tensor lstm_sequence(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
                      const Tensor& b_ih = {}, const Tensor& b_hh = {});
 
+// A whole single-layer LayerNorm-LSTM over a sequence, fused (ops/rnn_layer_norm.cpp), the cell
+// of Ba, Kiros & Hinton 2016 as layers/recurrent.h's LayerNormLSTMCell computes it:
+//     A = LN_ih(X W_ih^T)                      all T steps: one GEMM and one LayerNorm over T N rows
+//     gates_t = A_t + LN_hh(h_{t-1} W_hh^T) + bias                          one GEMM per step
+//     c_t = f c_{t-1} + i g,   h_t = o tanh(LN_c(c_t))                      (c_t unnormalized)
+// x (T, N, F), h0 and c0 (N, H), w_ih (4H, F), w_hh (4H, H); bias (4H), the LayerNorms' gains
+// and biases ln_ih_w, ln_ih_b, ln_hh_w, ln_hh_b (4H) and ln_c_w, ln_c_b (H), each optional
+// (undefined: none); eps of the three LayerNorms. Returns (T + 1, N, H) = [h_1 .. h_T, c_T],
+// as lstm_sequence. The LayerNorms are the normalization core's row kernels (norm_kernels.h).
+struct LnLstmNorms {
+  Tensor ih_weight{}, ih_bias{}, hh_weight{}, hh_bias{}, c_weight{}, c_bias{};
+  double eps = 1e-5;
+};
+Tensor ln_lstm_sequence(const Tensor& x, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+                        const Tensor& bias, const LnLstmNorms& ln);
+
 }  // namespace ng
