@@ -73,6 +73,10 @@ struct Row {
   std::string shape;
   Builder ours;
   Builder torch;            // empty: no LibTorch counterpart in this build
+  // Several LibTorch forms of the same work (name, builder), instead of `torch`: each is timed in
+  // alternation with normgrad, and the row's ratio is the one against the fastest form (the
+  // largest normgrad / LibTorch ratio); the note gives every form's time.
+  std::vector<std::pair<std::string, Builder>> torch_forms;
   std::string torch_note;   // what LibTorch runs, when it is not the same op
   double divide = 1;        // times are reported per `divide` (tiny_ops: per op)
   bool micro = false;       // report in microseconds instead of milliseconds
@@ -635,19 +639,28 @@ int main(int argc, char** argv) {
                      [layer_norm] { return as_work(ng_lstm_step(layer_norm)); });
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [layer_norm] { return export_params(*Rnn(layer_norm).net); };
-    r.torch = [init, layer_norm] {
-      return as_work(torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))));
+    const auto forms = torch_rows::lstm_forms(layer_norm);
+    for (std::size_t f = 0; f < forms.size(); ++f)
+      r.torch_forms.emplace_back(forms[f], [init, layer_norm, f] {
+        return as_work(torch_rows::lstm_step(layer_norm, static_cast<int>(f), kRnnHidden, init(),
+                                             export_batch(make_batch(kRnnBatch))));
+      });
+    r.check = [init, layer_norm, name, forms] {
+      for (std::size_t f = 0; f < forms.size(); ++f)
+        print_check(name + " (LibTorch: " + forms[f] + ")", "loss of steps 1-3", ng_lstm_step(layer_norm),
+                    torch_rows::lstm_step(layer_norm, static_cast<int>(f), kRnnHidden, init(),
+                                          export_batch(make_batch(kRnnBatch))),
+                    3);
     };
-    r.check = [init, layer_norm, name] {
-      print_check(name, "loss of steps 1-3", ng_lstm_step(layer_norm),
-                  torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))), 3);
-    };
+    r.torch_note = fmt::format("LibTorch runs {} forms, each timed in alternation with normgrad: {}; the ratio is the "
+                               "one against the fastest (named in the row's notes). ",
+                               forms.size(), fmt::join(forms, "; "));
     if (layer_norm)
-      r.torch_note = "LibTorch has no LayerNorm-LSTM: its column is the same cell written out in LibTorch ops "
-                     "(linear, layer_norm, sigmoid, tanh; one GEMM + LayerNorm for the input part of all 28 steps, "
-                     "then a loop over the steps), as layers/recurrent.cpp computes it";
+      r.torch_note += "LibTorch has no LayerNorm-LSTM: its forms are the cell of layers/recurrent.h written out in "
+                      "LibTorch ops (linear, layer_norm, sigmoid, tanh, chunk), a loop over the 28 steps";
     else
-      r.torch_note = "LibTorch's column is torch::nn::LSTM (batch first) + torch::nn::Linear";
+      r.torch_note += "The loops use the same parameters as torch::nn::LSTM (batch first); all forms end in "
+                      "torch::nn::Linear";
 #endif
   }
   // Attention and the tiny GPT (bench/attention_rows.h).
@@ -731,14 +744,37 @@ int main(int argc, char** argv) {
     }
     Work ours = row.ours();
     Work theirs = row.torch ? row.torch() : Work();
+    std::vector<std::pair<std::string, Work>> forms;
+#ifdef NORMGRAD_WITH_TORCH
+    for (const auto& [form_name, build] : row.torch_forms) forms.emplace_back(form_name, build());
+#endif
     Work ref = row.reference ? row.reference() : Work();
     if (!row.torch_note.empty()) fmt::print("note: {}: {}\n", row.name, row.torch_note);
     for (std::size_t k = 0; k < thread_counts.size(); ++k) {
       const int t = thread_counts[k];
       Result r{.name = row.name, .shape = row.shape, .threads = t, .row = &row};
       bench::set_threads(t);
+      std::string forms_note;
 #ifdef NORMGRAD_WITH_TORCH
-      if (theirs) {  // in alternation, see bench::measure_pair
+      if (!forms.empty()) {  // each form in alternation with normgrad; the row keeps the fastest form's
+        std::string each, fastest;
+        for (const auto& [form_name, form] : forms) {
+          const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), form, torch_threads(t), 5, 2 * min_time);
+          each += fmt::format("{}{} {} ({:.2f})", each.empty() ? "" : "; ", form_name,
+                              fmt_time(p.b.median_s / row.divide, row.micro), p.ratio);
+          if (fastest.empty() || p.ratio > r.ratio) {
+            fastest = form_name;
+            r.ours = p.a.median_s / row.divide;
+            r.torch = p.b.median_s / row.divide;
+            r.ratio = p.ratio;
+            r.ratio_q1 = p.ratio_q1;
+            r.ratio_q3 = p.ratio_q3;
+            r.rounds = p.rounds;
+          }
+        }
+        forms_note = fmt::format("LibTorch forms (time, normgrad / form): {}; ratio against the fastest: {}", each,
+                                 fastest);
+      } else if (theirs) {  // in alternation, see bench::measure_pair
         const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), theirs, torch_threads(t), 5, 2 * min_time);
         r.ours = p.a.median_s / row.divide;
         r.torch = p.b.median_s / row.divide;
@@ -783,6 +819,7 @@ int main(int argc, char** argv) {
 #endif
         bench::set_threads(t);
       }
+      if (!forms_note.empty()) r.note += (r.note.empty() ? "" : "; ") + forms_note;
       fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)
         fmt::print("  LibTorch {:>12}  ratio {} over {} rounds", fmt_time(r.torch, row.micro), r.ratio_text(), r.rounds);
