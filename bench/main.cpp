@@ -76,8 +76,9 @@ struct Row {
   std::string shape;
   Builder ours;
   Builder torch;            // empty: no LibTorch counterpart in this build
-  // LibTorch's alternative forms of the same work (name, builder); when given, each is timed
-  // at each thread count and the fastest is the LibTorch column (instead of `torch`).
+  // Several LibTorch forms of the same work (name, builder), instead of `torch`: each is timed in
+  // alternation with normgrad, and the row's ratio is the one against the fastest form (the
+  // largest normgrad / LibTorch ratio); the note gives every form's time.
   std::vector<std::pair<std::string, Builder>> torch_forms;
   std::string torch_note;   // what LibTorch runs, when it is not the same op
   double divide = 1;        // times are reported per `divide` (tiny_ops: per op)
@@ -733,19 +734,28 @@ int main(int argc, char** argv) {
     r.flops = 2 * kLstmStepMacs;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [layer_norm] { return export_params(*Rnn(layer_norm).net); };
-    r.torch = [init, layer_norm] {
-      return as_work(torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))));
+    const auto forms = torch_rows::lstm_forms(layer_norm);
+    for (std::size_t f = 0; f < forms.size(); ++f)
+      r.torch_forms.emplace_back(forms[f], [init, layer_norm, f] {
+        return as_work(torch_rows::lstm_step(layer_norm, static_cast<int>(f), kRnnHidden, init(),
+                                             export_batch(make_batch(kRnnBatch))));
+      });
+    r.check = [init, layer_norm, name, forms] {
+      for (std::size_t f = 0; f < forms.size(); ++f)
+        print_check(name + " (LibTorch: " + forms[f] + ")", "loss of steps 1-3", ng_lstm_step(layer_norm),
+                    torch_rows::lstm_step(layer_norm, static_cast<int>(f), kRnnHidden, init(),
+                                          export_batch(make_batch(kRnnBatch))),
+                    3);
     };
-    r.check = [init, layer_norm, name] {
-      print_check(name, "loss of steps 1-3", ng_lstm_step(layer_norm),
-                  torch_rows::lstm_step(layer_norm, kRnnHidden, init(), export_batch(make_batch(kRnnBatch))), 3);
-    };
+    r.torch_note = fmt::format("LibTorch runs {} forms, each timed in alternation with normgrad: {}; the ratio is the "
+                               "one against the fastest (named in the row's notes). ",
+                               forms.size(), fmt::join(forms, "; "));
     if (layer_norm)
-      r.torch_note = "LibTorch has no LayerNorm-LSTM: its column is the same cell written out in LibTorch ops "
-                     "(linear, layer_norm, sigmoid, tanh; one GEMM + LayerNorm for the input part of all 28 steps, "
-                     "then a loop over the steps), as layers/recurrent.cpp computes it";
+      r.torch_note += "LibTorch has no LayerNorm-LSTM: its forms are the cell of layers/recurrent.h written out in "
+                      "LibTorch ops (linear, layer_norm, sigmoid, tanh, chunk), a loop over the 28 steps";
     else
-      r.torch_note = "LibTorch's column is torch::nn::LSTM (batch first) + torch::nn::Linear";
+      r.torch_note += "The loops use the same parameters as torch::nn::LSTM (batch first); all forms end in "
+                      "torch::nn::Linear";
 #endif
   }
   // Attention and the tiny GPT (bench/attention_rows.h).
@@ -844,9 +854,11 @@ int main(int argc, char** argv) {
       row.check();
     }
     Work ours = row.ours();
-    std::vector<std::pair<std::string, Work>> forms;  // LibTorch's: one, or the alternatives
-    if (row.torch) forms.emplace_back("", row.torch());
-    for (const auto& [form, build] : row.torch_forms) forms.emplace_back(form, build());
+    Work theirs = row.torch ? row.torch() : Work();
+    std::vector<std::pair<std::string, Work>> forms;
+#ifdef NORMGRAD_WITH_TORCH
+    for (const auto& [form_name, build] : row.torch_forms) forms.emplace_back(form_name, build());
+#endif
     Work ref = row.reference ? row.reference() : Work();
     if (!row.torch_note.empty()) fmt::print("note: {}: {}\n", row.name, row.torch_note);
     const int max_threads = *std::max_element(thread_counts.begin(), thread_counts.end());
@@ -857,23 +869,29 @@ int main(int argc, char** argv) {
       if (row.contention) busy.emplace(self_exe());
       Result r{.name = row.name, .shape = row.shape, .threads = t, .row = &row};
       bench::set_threads(t);
-      Work theirs = forms.empty() ? Work() : forms.front().second;
+      std::string forms_note;
+      Work fastest = theirs;  // LibTorch's work at this thread count (the fastest form, if several)
 #ifdef NORMGRAD_WITH_TORCH
-      if (forms.size() > 1) {
-        // LibTorch's fastest form at this thread count: each warmed up (5 runs), then timed.
-        std::string tried;
-        double best = 0;
-        for (const auto& [form, work] : forms) {
-          torch_threads(t)();
-          const double m = bench::measure(work, 5, 5, min_time).median_s;
-          tried += fmt::format("{}{} {}", tried.empty() ? "" : ", ", form, fmt_time(m, row.micro));
-          if (best == 0 || m < best) best = m, theirs = work, r.note = form;
+      if (!forms.empty()) {  // each form in alternation with normgrad; the row keeps the fastest form's
+        std::string each, fastest_name;
+        for (const auto& [form_name, form] : forms) {
+          const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), form, torch_threads(t), 5, 2 * min_time);
+          each += fmt::format("{}{} {} ({:.2f})", each.empty() ? "" : "; ", form_name,
+                              fmt_time(p.b.median_s / row.divide, row.micro), p.ratio);
+          if (fastest_name.empty() || p.ratio > r.ratio) {
+            fastest_name = form_name;
+            fastest = form;
+            r.ours = p.a.median_s / row.divide;
+            r.torch = p.b.median_s / row.divide;
+            r.ratio = p.ratio;
+            r.ratio_q1 = p.ratio_q1;
+            r.ratio_q3 = p.ratio_q3;
+            r.rounds = p.rounds;
+          }
         }
-        r.note = fmt::format("LibTorch form: {} (fastest of {})", r.note, tried);
-      }
-#endif
-#ifdef NORMGRAD_WITH_TORCH
-      if (theirs) {  // in alternation, see bench::measure_pair
+        forms_note = fmt::format("LibTorch forms (time, normgrad / form): {}; ratio against the fastest: {}", each,
+                                 fastest_name);
+      } else if (theirs) {  // in alternation, see bench::measure_pair
         const bench::PairTiming p = bench::measure_pair(ours, ng_threads(t), theirs, torch_threads(t), 5, 2 * min_time);
         r.ours = p.a.median_s / row.divide;
         r.torch = p.b.median_s / row.divide;
@@ -913,9 +931,9 @@ int main(int argc, char** argv) {
         r.note += fmt::format("speedup over 1 thread (in alternation): normgrad {:.2f}x ({:.2f}-{:.2f})", r.speedup,
                               s1.ratio_q1, s1.ratio_q3);
 #ifdef NORMGRAD_WITH_TORCH
-        if (theirs) {
+        if (fastest) {
           const bench::PairTiming s2 =
-              bench::measure_pair(theirs, torch_threads(1), theirs, torch_threads(t), 5, 2 * min_time);
+              bench::measure_pair(fastest, torch_threads(1), fastest, torch_threads(t), 5, 2 * min_time);
           r.note += fmt::format(", LibTorch {:.2f}x", s2.ratio);
         }
 #endif
@@ -934,6 +952,7 @@ int main(int argc, char** argv) {
         fmt::print("{} floor ({}): {} -> normgrad at {}{}\n", r.name, r.floor_kind, fmt_time(r.floor_s, row.micro),
                    of_floor, r.torch > 0 ? fmt::format(", LibTorch at {:.0f}%", 100 * r.floor_s / r.torch) : "");
       }
+      if (!forms_note.empty()) r.note += (r.note.empty() ? "" : "; ") + forms_note;
       fmt::print("{:<12} {:<20} {} thr  normgrad {:>12}", r.name, r.shape, t, fmt_time(r.ours, row.micro));
       if (r.torch > 0)
         fmt::print("  LibTorch {:>12}  ratio {} over {} rounds", fmt_time(r.torch, row.micro), r.ratio_text(), r.rounds);

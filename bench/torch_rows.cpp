@@ -147,54 +147,105 @@ struct LNLSTMCellImpl : torch::nn::Module {
 };
 TORCH_MODULE(LNLSTMCell);
 
-// The sequence module around one cell ("rnn.l0.*", as normgrad's LayerNormLSTM).
+// The sequence module around one cell ("rnn.l0.*", as normgrad's LayerNormLSTM), in two forms
+// a LibTorch user would write (the bench times both and compares against the faster):
+//   per_step_input = false: X = LN_ih(x W_ih^T) for all T steps in one GEMM + one LayerNorm;
+//   per_step_input = true:  LN_ih(x_t W_ih^T) inside the loop (three LayerNorms per step);
+// then per step
+//   [i, f, g, o] = X_t + LN_hh(h W_hh^T) + b
+//   c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(LN_c(c'))
+// from h = c = 0. x (T, N, F) -> h_T (N, H). The steps are taken with unbind (one node whose
+// backward stacks the step gradients) rather than select (whose backward would fill a zero
+// tensor of the whole sequence per step).
 struct LNLSTMImpl : torch::nn::Module {
-  LNLSTMImpl(std::int64_t in, std::int64_t hidden) : H(hidden) { l0 = register_module("l0", LNLSTMCell(in, hidden)); }
-  // x (T, N, F) -> h_T (N, H), exactly as RNNBase::run_layer for RNNKind::ln_lstm:
-  //   X = LN_ih(x W_ih^T) for all T steps in one GEMM, then per step
-  //   [i, f, g, o] = X_t + LN_hh(h W_hh^T) + b
-  //   c' = sigmoid(f) c + sigmoid(i) tanh(g),  h' = sigmoid(o) tanh(LN_c(c'))
-  // from h = c = 0; the per-step outputs are stacked into (T, N, H) as normgrad's forward_seq does.
+  LNLSTMImpl(std::int64_t in, std::int64_t hidden, bool per_step_input) : H(hidden), per_step(per_step_input) {
+    l0 = register_module("l0", LNLSTMCell(in, hidden));
+  }
   torch::Tensor forward(const torch::Tensor& x) {
+    namespace F = torch::nn::functional;
     const std::int64_t T = x.size(0), N = x.size(1);
-    torch::Tensor X = l0->ln_ih(torch::nn::functional::linear(x.reshape({T * N, x.size(2)}), l0->weight_ih));
-    X = X.reshape({T, N, 4 * H});
+    std::vector<torch::Tensor> xs;
+    if (per_step) xs = x.unbind(0);
+    else xs = l0->ln_ih(F::linear(x.reshape({T * N, x.size(2)}), l0->weight_ih)).reshape({T, N, 4 * H}).unbind(0);
     torch::Tensor h = torch::zeros({N, H}, f32()), c = torch::zeros({N, H}, f32());
-    std::vector<torch::Tensor> hs;
-    hs.reserve(static_cast<std::size_t>(T));
     for (std::int64_t t = 0; t < T; ++t) {
-      const torch::Tensor gates = X.select(0, t) + l0->ln_hh(torch::nn::functional::linear(h, l0->weight_hh)) + l0->bias;
+      const torch::Tensor& xt = xs[static_cast<std::size_t>(t)];
+      const torch::Tensor ih = per_step ? l0->ln_ih(F::linear(xt, l0->weight_ih)) : xt;
+      const torch::Tensor gates = ih + l0->ln_hh(F::linear(h, l0->weight_hh)) + l0->bias;
       const auto q = gates.chunk(4, -1);
       c = torch::sigmoid(q[1]) * c + torch::sigmoid(q[0]) * torch::tanh(q[2]);
       h = torch::sigmoid(q[3]) * torch::tanh(l0->ln_c(c));
-      hs.push_back(h);
     }
-    torch::Tensor output = torch::stack(hs, 0);
-    (void)output;
     return h;
   }
   std::int64_t H;
+  bool per_step;
   LNLSTMCell l0{nullptr};
 };
 TORCH_MODULE(LNLSTM);
 
-// demo::SequenceClassifier: "rnn" (LSTM or LayerNorm-LSTM) and "fc" = Linear(H, 10).
+// The plain LSTM as a loop over steps, parameters named as torch::nn::LSTM's (weight_ih_l0 ...).
+//   cell_op = false: the input projection of all T steps as one GEMM, X = x W_ih^T + b_ih + b_hh,
+//                    then per step gates = X_t + h W_hh^T (addmm), chunk, sigmoid / tanh;
+//   cell_op = true:  torch::lstm_cell(x_t, (h, c), W_ih, W_hh, b_ih, b_hh) per step.
+// x (T, N, F) -> h_T (N, H).
+struct LoopLSTMImpl : torch::nn::Module {
+  LoopLSTMImpl(std::int64_t in, std::int64_t hidden, bool use_cell_op) : H(hidden), cell_op(use_cell_op) {
+    const double k = 1.0 / std::sqrt(static_cast<double>(hidden));
+    w_ih = register_parameter("weight_ih_l0", torch::empty({4 * hidden, in}, f32()).uniform_(-k, k));
+    w_hh = register_parameter("weight_hh_l0", torch::empty({4 * hidden, hidden}, f32()).uniform_(-k, k));
+    b_ih = register_parameter("bias_ih_l0", torch::empty({4 * hidden}, f32()).uniform_(-k, k));
+    b_hh = register_parameter("bias_hh_l0", torch::empty({4 * hidden}, f32()).uniform_(-k, k));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const std::int64_t T = x.size(0), N = x.size(1);
+    torch::Tensor h = torch::zeros({N, H}, f32()), c = torch::zeros({N, H}, f32());
+    if (cell_op) {
+      const auto xs = x.unbind(0);
+      for (std::int64_t t = 0; t < T; ++t) {
+        auto hc = torch::lstm_cell(xs[static_cast<std::size_t>(t)], {h, c}, w_ih, w_hh, b_ih, b_hh);
+        h = std::get<0>(hc);
+        c = std::get<1>(hc);
+      }
+      return h;
+    }
+    const auto X = torch::addmm(b_ih + b_hh, x.reshape({T * N, x.size(2)}), w_ih.t()).reshape({T, N, 4 * H}).unbind(0);
+    const torch::Tensor w_hh_t = w_hh.t();
+    for (std::int64_t t = 0; t < T; ++t) {
+      const auto q = torch::addmm(X[static_cast<std::size_t>(t)], h, w_hh_t).chunk(4, 1);
+      c = torch::sigmoid(q[1]) * c + torch::sigmoid(q[0]) * torch::tanh(q[2]);
+      h = torch::sigmoid(q[3]) * torch::tanh(c);
+    }
+    return h;
+  }
+  std::int64_t H;
+  bool cell_op;
+  torch::Tensor w_ih, w_hh, b_ih, b_hh;
+};
+TORCH_MODULE(LoopLSTM);
+
+// demo::SequenceClassifier: "rnn" (one of the forms in lstm_forms) and "fc" = Linear(H, 10).
 struct SequenceClassifierImpl : torch::nn::Module {
-  SequenceClassifierImpl(bool layer_norm, std::int64_t hidden) {
-    if (layer_norm) ln_lstm = register_module("rnn", LNLSTM(28, hidden));
-    else lstm = register_module("rnn", torch::nn::LSTM(torch::nn::LSTMOptions(28, hidden).batch_first(true)));
+  SequenceClassifierImpl(bool layer_norm, int form, std::int64_t hidden) {
+    if (layer_norm) ln_lstm = register_module("rnn", LNLSTM(28, hidden, form == 1));
+    else if (form == 0) lstm = register_module("rnn", torch::nn::LSTM(torch::nn::LSTMOptions(28, hidden).batch_first(true)));
+    else loop_lstm = register_module("rnn", LoopLSTM(28, hidden, form == 2));
     fc = register_module("fc", torch::nn::Linear(hidden, 10));
   }
   // x (N, 1, 28, 28) -> (N, T = 28, F = 28) -> h_T (N, H) -> logits (N, 10)
   torch::Tensor forward(const torch::Tensor& x) {
     const torch::Tensor seq = x.reshape({x.size(0), 28, 28});
     torch::Tensor h_T;
-    if (ln_lstm) h_T = ln_lstm->forward(seq.transpose(0, 1));  // batch first -> (T, N, F)
-    else h_T = std::get<0>(std::get<1>(lstm->forward(seq))).select(0, 0);
+    if (lstm) h_T = std::get<0>(std::get<1>(lstm->forward(seq))).select(0, 0);
+    else {
+      const torch::Tensor tnf = seq.transpose(0, 1).contiguous();  // batch first -> (T, N, F)
+      h_T = ln_lstm ? ln_lstm->forward(tnf) : loop_lstm->forward(tnf);
+    }
     return fc->forward(h_T);
   }
   LNLSTM ln_lstm{nullptr};
   torch::nn::LSTM lstm{nullptr};
+  LoopLSTM loop_lstm{nullptr};
   torch::nn::Linear fc{nullptr};
 };
 TORCH_MODULE(SequenceClassifier);
@@ -240,8 +291,14 @@ std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch, bo
   };
 }
 
-std::function<double()> lstm_step(bool layer_norm, std::int64_t hidden, const NamedArrays& init, const Batch& batch) {
-  SequenceClassifier model(layer_norm, hidden);
+std::vector<std::string> lstm_forms(bool layer_norm) {
+  if (layer_norm) return {"cell loop, LN_ih over all steps up front", "cell loop, three LayerNorms per step"};
+  return {"torch::nn::LSTM", "cell loop, input GEMM over all steps up front", "torch::lstm_cell loop"};
+}
+
+std::function<double()> lstm_step(bool layer_norm, int form, std::int64_t hidden, const NamedArrays& init,
+                                  const Batch& batch) {
+  SequenceClassifier model(layer_norm, form, hidden);
   load_params(*model, init);
   auto opt = std::make_shared<torch::optim::Adam>(model->parameters(), torch::optim::AdamOptions(1e-3));
   const torch::Tensor x = images(batch), y = labels(batch);

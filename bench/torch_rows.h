@@ -55,10 +55,17 @@ std::function<double()> cnn_step(const NamedArrays& init, const Batch& batch, bo
 std::function<double()> cnn_eval(const NamedArrays& init, const Batch& batch, bool channels_last = false);
 // demo::SequenceClassifier: the 28 image rows as 28 time steps of 28 features, a one-layer
 // LSTM with hidden size `hidden` (batch first), Linear(hidden, 10) on the last hidden state.
-// layer_norm = false: torch::nn::LSTM. layer_norm = true: the LayerNorm-LSTM of
-// layers/recurrent.h written out in LibTorch ops (LibTorch has none), a loop over the steps.
+// LibTorch can run it in several forms; lstm_forms names them (index = `form`):
+//   layer_norm = false: 0 torch::nn::LSTM; 1 a loop over the steps with the input projection
+//     of all steps as one GEMM up front (addmm per step for h W_hh^T, chunk, sigmoid / tanh);
+//     2 a loop of torch::lstm_cell.
+//   layer_norm = true (LibTorch has no LayerNorm-LSTM): the cell of layers/recurrent.h in
+//     LibTorch ops, a loop over the steps; 0 with LN_ih(x W_ih^T) of all steps up front (as
+//     normgrad computes it), 1 with the three LayerNorms inside the loop.
 // One call is one training step with Adam (lr 1e-3); returns the loss.
-std::function<double()> lstm_step(bool layer_norm, std::int64_t hidden, const NamedArrays& init, const Batch& batch);
+std::vector<std::string> lstm_forms(bool layer_norm);
+std::function<double()> lstm_step(bool layer_norm, int form, std::int64_t hidden, const NamedArrays& init,
+                                  const Batch& batch);
 
 // Peak resident memory: `steps` training steps of cnn_step on a random batch of `batch_size`
 // images (LibTorch's own initialization). Run it in a fresh process (see bench/main.cpp).

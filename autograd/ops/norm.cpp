@@ -230,11 +230,6 @@ void update_running_stats(const Tensor& running_mean, const Tensor& running_var,
 
 // ---- the core op ---------------------------------------------------------------------------
 
-std::vector<Tensor> normalize_backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight,
-                                                 const Tensor& bias, const NormSpec& spec, double eps) {
-  return backward_composite(x, dy, weight, bias, spec, eps, /*batch_stats=*/true, Tensor(), Tensor());
-}
-
 Tensor normalize(const Tensor& x, const NormSpec& spec, const Tensor& weight, const Tensor& bias, double eps,
                  const char* op, NormMoments* moments) {
   check_layout(x, spec, weight, bias, op);
@@ -369,6 +364,11 @@ Tensor rms_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& we
   const NormSpec spec = NormSpec::rms(rows, D);  // per row, no mean
   check_common(x, spec, weight, Tensor(), "rms_norm");
   return normalize_impl(x, spec, weight, Tensor(), e, "rms_norm", nullptr, nullptr, nullptr);
+}
+
+std::vector<Tensor> normalize_backward_composite(const Tensor& x, const Tensor& dy, const Tensor& weight,
+                                                 const Tensor& bias, const NormSpec& spec, double eps) {
+  return backward_composite(x, dy, weight, bias, spec, eps, /*batch_stats=*/true, Tensor(), Tensor());
 }
 
 }  // namespace ng
