@@ -27,7 +27,7 @@ target_of() { awk -v k="$1" -v r="$2" '$1 == k && $2 == r { print $4; exit }' "$
 # SyncBatchNorm), the same global batch of 64.
 dist_log=$(mktemp)
 trap 'rm -f "$table" "$log" "$dist_log"' EXIT
-if command -v mpirun >/dev/null && cmake --build "$build" --target help | grep -q normgrad_dist_bench; then
+if command -v mpirun >/dev/null && cmake --build "$build" --target help | grep normgrad_dist_bench >/dev/null; then
   cmake --build "$build" -j2 --target normgrad_dist_bench
   root=(); [ "$(id -u)" = 0 ] && root=(--allow-run-as-root)
   dist="$build/bin/normgrad_dist_bench"
@@ -70,8 +70,9 @@ loaded=$(awk -v a="$load_before" -v n="$cpus" 'BEGIN { print (a > 0.5 * n) ? 1 :
   echo "pays page faults for it on the next step (its CNN rows were bimodal: slow alone, fast after the"
   echo "normalization rows; PyTorch's CPU tuning guide recommends jemalloc or tcmalloc for the same"
   echo "reason; normgrad keeps its large buffers in its own pool). Where a row lists LibTorch forms"
-  echo "(NCHW or channels_last for the CNN rows), each is warmed up and timed at each thread count and"
-  echo "the fastest is the LibTorch column; the notes name it."
+  echo "(NCHW or channels_last for the CNN rows; three LSTM and two LayerNorm-LSTM forms), each is timed"
+  echo "in alternation with normgrad at each thread count and the fastest (smallest median time) is the"
+  echo "LibTorch column; the notes give every form's time and ratio and name the fastest."
   echo
   echo "The floor column: the least time the row's work can take on this machine, from the same run:"
   echo "its GEMM FLOPs at the sgemm rate (\`cblas_sgemm\` on 1024^3, fastest repetition) or its minimum"
