@@ -481,6 +481,20 @@ void print_check(const std::string& row, const std::string& what, const Step& ou
   fmt::print("check: {}: {} normgrad [{:.6f}] LibTorch [{:.6f}]  max |diff| {:.2e}\n", row, what, fmt::join(a, ", "),
              fmt::join(b, ", "), diff);
 }
+
+// LibTorch's forms of the CNN rows: the demo CNN in NCHW and in channels_last, one training step
+// (eval = false) or one eval forward, from normgrad's initial parameters and batch.
+std::vector<std::pair<std::string, Builder>> cnn_torch_forms(bool eval, std::int64_t batch) {
+  std::vector<std::pair<std::string, Builder>> forms;
+  for (const bool channels_last : {false, true})
+    forms.emplace_back(channels_last ? "channels_last" : "NCHW", [eval, batch, channels_last] {
+      const auto init = export_params(*Cnn().net);
+      const auto data = export_batch(make_batch(batch));
+      return as_work(eval ? torch_rows::cnn_eval(init, data, channels_last)
+                          : torch_rows::cnn_step(init, data, channels_last));
+    });
+  return forms;
+}
 #endif
 
 // Thread settings to run before each burst of a side (bench::measure_pair): normgrad's (OpenMP
@@ -680,10 +694,7 @@ int main(int argc, char** argv) {
     r.speedup = true;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [] { return export_params(*Cnn().net); };
-    r.torch_forms = {
-        {"NCHW", [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); }},
-        {"channels_last",
-         [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)), true)); }}};
+    r.torch_forms = cnn_torch_forms(false, kCnnBatch);
     r.check = [init] {
       print_check("cnn_step", "loss of steps 1-3", ng_cnn_step(kCnnBatch),
                   torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch))), 3);
@@ -696,10 +707,7 @@ int main(int argc, char** argv) {
     r.flops = 2 * kCnnFwdMacs * kCnnEvalBatch;
 #ifdef NORMGRAD_WITH_TORCH
     const auto init = [] { return export_params(*Cnn().net); };
-    r.torch_forms = {
-        {"NCHW", [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)))); }},
-        {"channels_last",
-         [init] { return as_work(torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch)), true)); }}};
+    r.torch_forms = cnn_torch_forms(true, kCnnEvalBatch);
     r.check = [init] {
       print_check("cnn_eval", "sum of the logits", ng_cnn_eval(kCnnEvalBatch),
                   torch_rows::cnn_eval(init(), export_batch(make_batch(kCnnEvalBatch))), 1);
@@ -714,11 +722,7 @@ int main(int argc, char** argv) {
     r.flops = 2 * kCnnStepMacs * kCnnBatch;
     r.contention = true;
 #ifdef NORMGRAD_WITH_TORCH
-    const auto init = [] { return export_params(*Cnn().net); };
-    r.torch_forms = {
-        {"NCHW", [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)))); }},
-        {"channels_last",
-         [init] { return as_work(torch_rows::cnn_step(init(), export_batch(make_batch(kCnnBatch)), true)); }}};
+    r.torch_forms = cnn_torch_forms(false, kCnnBatch);
 #endif
   }
   // GEMM work of the LSTM rows (the classifier reads the last hidden state): per step the gates
